@@ -1,0 +1,13 @@
+"""layerwise: how transferable is each layer of a network between datasets and tasks?
+
+Gradual transfer learning (Fayek, Cavedon and Wu): train on a primary task, copy the body into a
+model for a secondary task, hold the first `l_c` layers constant and fine-tune the rest, for every
+`l_c`, and compare with a model trained on the secondary task alone.
+"""
+
+from .errors import UserError
+from .net import LayeredNet, count_parameters
+from .transfer import transfer
+
+__all__ = ["LayeredNet", "transfer", "count_parameters", "UserError"]
+__version__ = "0.1.0"

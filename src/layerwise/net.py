@@ -1,0 +1,74 @@
+"""A network as an ordered list of body layers plus an output layer (the head).
+
+The whole method is slicing that list: the first `frozen` layers are held constant, the rest
+train. Keeping the body a plain `nn.ModuleList` means prefix and suffix are `layers[:k]` and
+`layers[k:]`, with no hooks and no name matching.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+HeadBuilder = Callable[[int], nn.Module]
+
+
+class LayeredNet(nn.Module):
+    """`layers` (the L_H body layers) followed by `head`.
+
+    `make_head(num_outputs)` builds a fresh head the way the architecture builds heads; transfer
+    uses it to re-head a copied body for the secondary task.
+    """
+
+    def __init__(self, layers, head: nn.Module, make_head: Optional[HeadBuilder] = None):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.head = head
+        self.make_head = make_head
+        self.frozen = 0
+
+    @property
+    def num_layers(self) -> int:
+        """L_H: the number of body layers (the output layer is not counted)."""
+        return len(self.layers)
+
+    def features(self, x: torch.Tensor, upto: Optional[int] = None, start: int = 0) -> torch.Tensor:
+        """The output of body layers `start..upto-1` applied to `x` (all of them by default)."""
+        for layer in self.layers[start:upto]:
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Body then head. `start > 0` means `x` is already the output of the first `start` layers."""
+        return self.head(self.features(x, start=start))
+
+    def freeze(self, frozen: int) -> "LayeredNet":
+        """Hold the first `frozen` body layers constant and let every other parameter train."""
+        if not isinstance(frozen, int) or isinstance(frozen, bool) or not 0 <= frozen <= self.num_layers:
+            raise UserError(f"frozen (l_c) must be an integer in 0..{self.num_layers} for this network; got {frozen!r}")
+        self.frozen = frozen
+        for i, layer in enumerate(self.layers):
+            for p in layer.parameters():
+                p.requires_grad_(i >= frozen)
+        for p in self.head.parameters():
+            p.requires_grad_(True)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "LayeredNet":
+        # Frozen layers always behave as at evaluation time: batch-norm statistics stay fixed and
+        # dropout stays off, even while the layers after them train.
+        super().train(mode)
+        for layer in self.layers[: self.frozen]:
+            layer.eval()
+        return self
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,11 @@
+"""The registry of architectures: name -> builder(input_shape, num_outputs, **options) -> LayeredNet.
+
+Adding an architecture is one builder function and one line here.
+"""
+
+from . import small
+
+ARCHS = {
+    "alexnet-small": small.alexnet_small,
+    "vgg-small": small.vgg_small,
+}

@@ -1,0 +1,9 @@
+"""The registry of tasks: name -> Task class. Adding a task is one module and one line here."""
+
+from .base import Split, Task, TaskData, make_task  # noqa: F401
+from .suite import Digits, PrintedDigits, PrintedLetters
+
+TASKS = {
+    cls.name: cls
+    for cls in [Digits, PrintedDigits, PrintedLetters]
+}

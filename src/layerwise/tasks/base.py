@@ -1,0 +1,126 @@
+"""What a task is: a dataset with its splits, input shape, label space, loss and metric.
+
+A task is a dataclass whose fields are its options (set from a config's `[task_options.NAME]`
+table); it knows its input shape without loading data, loads its splits on demand, and scores
+a split from the logits a network gives for every example of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError, unknown
+
+
+@dataclass
+class Split:
+    """Examples of one split.
+
+    `x` is anything with `len(x)`, `x[index_tensor] -> float tensor batch` and `x.to(device)`:
+    a tensor, or a lazy view such as a window over a feature matrix. `y` holds one integer label
+    per example. `groups`, when set, maps each example to the utterance (or other unit) it
+    belongs to, for tasks scored per unit rather than per example.
+    """
+
+    x: Any
+    y: torch.Tensor
+    groups: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device) -> "Split":
+        groups = None if self.groups is None else self.groups.to(device)
+        return Split(self.x.to(device), self.y.to(device), groups)
+
+
+@dataclass
+class TaskData:
+    train: Split
+    val: Split
+    test: Split
+
+    def to(self, device) -> "TaskData":
+        return TaskData(self.train.to(device), self.val.to(device), self.test.to(device))
+
+
+@dataclass
+class Task:
+    """Base class. Subclasses set the class attributes and implement `input_shape` and `load`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    metric: ClassVar[str] = "accuracy"  # the metric that selects the epoch and draws the curves
+    lower_is_better: ClassVar[bool] = False
+    num_classes: ClassVar[int] = 0
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def deterministic(self) -> bool:
+        """True when the training inputs are the same every epoch (no random augmentation), so a
+        frozen prefix's outputs can be computed once."""
+        return True
+
+    def available(self) -> bool:
+        """Whether the data is on this machine (or can be made here without a download)."""
+        return True
+
+    def load(self, seed: int = 0) -> TaskData:
+        raise NotImplementedError
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random augmentation of one training batch (on whatever device it lives)."""
+        return x
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
+        """Metrics of one split from the logits of all its examples; must include `self.metric`."""
+        pred = logits.argmax(1)
+        acc = (pred == split.y).float().mean().item() * 100
+        return {"accuracy": acc, "error": 100 - acc}
+
+    def options(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def label(self) -> str:
+        """The name shown in tables and figures: the task name plus any options that differ from
+        the defaults, so two variants of one task stay apart."""
+        defaults = type(self)()
+        changed = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != getattr(defaults, f.name) and f.name != "root"]
+        return self.name + (f"[{','.join(changed)}]" if changed else "")
+
+
+def make_task(cls, options: Dict[str, Any], where: str) -> Task:
+    """Build a task from its options, naming the bad key and the valid ones on a mistake."""
+    valid = {f.name for f in dataclasses.fields(cls)}
+    for key in options:
+        if key not in valid:
+            raise unknown(f"option for task {cls.name!r}:", key, valid or ["(none)"], where)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"bad options for task {cls.name!r} in {where}: {err}") from None
+
+
+def data_root(explicit: Optional[str], subdir: str) -> Path:
+    """Where a task's files live: an explicit `root` option, else `$LAYERWISE_DATA/<subdir>`,
+    else `~/.cache/layerwise/<subdir>`."""
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("LAYERWISE_DATA")
+    if base:
+        return Path(base).expanduser() / subdir
+    return Path.home() / ".cache" / "layerwise" / subdir
