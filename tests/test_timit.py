@@ -7,7 +7,7 @@ import torch
 from layerwise.audio import LogMel, read_audio
 from layerwise.errors import UserError
 from layerwise.tasks import TASKS, Split, make_task
-from layerwise.tasks.timit import (CORE_TEST, DEV_SPEAKERS, FOLD_INDEX, PHONES, PHONES39, Timit, edit_distance,
+from layerwise.tasks.timit import (CORE_TEST, REFERENCES, DEV_SPEAKERS, FOLD_INDEX, PHONES, PHONES39, Timit, edit_distance,
                                    frame_labels, merge_repeats, read_phn, reference, scan)
 from speech_corpora import TIMIT_SPEAKERS, write_timit
 
@@ -91,6 +91,15 @@ def test_examples_are_windows_labelled_from_the_phn_files_without_q(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["TEST", "TRAIN"]  # the cache lives elsewhere
 
 
+def test_a_fresh_task_scores_with_the_references_read_from_the_corpus(tmp_path):
+    write_timit(tmp_path, seed=2)
+    data = Timit(root=str(tmp_path)).load()
+    REFERENCES.clear()  # as if scoring happened in another process
+    perfect = torch.nn.functional.one_hot(data.test.y, 61).float()
+    scores = Timit(root=str(tmp_path)).score(perfect, data.test)
+    assert scores["fer"] == 0 and scores["per"] == 0  # every fake phone spans several frames
+
+
 def test_edit_distance_counts_substitutions_deletions_and_insertions():
     ref = [1, 2, 3, 4]
     assert edit_distance([1, 2, 3, 4], ref) == 0
@@ -109,11 +118,11 @@ def phones(*names):
 def test_phone_error_rate_of_a_hand_worked_split(tmp_path):
     # Three utterances; references after folding and merging: sil aa b sil | s iy | m aa n (9 phones).
     texts = ["0 10 h#\n10 20 aa\n20 30 ao\n30 40 b\n40 50 pau\n", "0 10 s\n10 20 iy\n", "0 10 m\n10 20 aa\n20 30 n\n"]
-    task = Timit()
-    task._refs = []
+    task = Timit(root=str(tmp_path))
+    refs = REFERENCES[str(tmp_path)] = []
     for i, text in enumerate(texts):
         (tmp_path / f"{i}.phn").write_text(text)
-        task._refs.append(reference(read_phn(tmp_path / f"{i}.phn")))
+        refs.append(reference(read_phn(tmp_path / f"{i}.phn")))
     truth = torch.cat([phones("h#", "aa", "ao", "ao", "b", "pau"), phones("s", "iy", "iy"), phones("m", "aa", "n")])
     # sil aa ae b sil: one insertion; sh iy: one substitution; m n: one deletion.
     pred = torch.cat([phones("h#", "ao", "ae", "b", "b", "h#"), phones("sh", "sh", "iy"), phones("m", "m", "n")])

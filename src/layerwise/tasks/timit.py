@@ -59,6 +59,10 @@ DEV_SPEAKERS = set(
     "mdvc0 mers0 fmah0 fdrw0 mrcs0 mrjm4 fcal1 mmwh0 fjsj0 majc0 mjsw0 mreb0 fgjd0 fjmg0 mroa0 "
     "mteb0 mjfc0 mrjr0 fmml0 mrws1".split())
 
+# Reference phone sequences per corpus folder, kept from `load` for `score` (a sweep scores with
+# a fresh task object, and reading thousands of .PHN files per job would be wasted time).
+REFERENCES: Dict[str, List[np.ndarray]] = {}
+
 SETTING = "[task_options.timit] root = \"...\" (or --set task_options.timit.root=..., or $LAYERWISE_DATA/timit)"
 LAYOUT = "the LDC TIMIT layout: TRAIN/ and TEST/ holding DR1..DR8/<speaker>/<utterance>.WAV and .PHN"
 
@@ -208,10 +212,10 @@ class Timit(Task):
                                          "[task_options.timit] cache")
         matrix = FeatureMatrix(torch.from_numpy(feats))
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
-        self._refs = []
+        refs = REFERENCES[str(self.corpus_root())] = []
         for u, utt in enumerate(utterances):
             segments = read_phn(utt.phn)
-            self._refs.append(reference(segments))
+            refs.append(reference(segments))
             labels = frame_labels(segments, settings.frame_centres(offsets[u + 1] - offsets[u]))
             keep = np.flatnonzero((labels >= 0) & (labels != Q))
             examples[utt.split].append((u, keep, labels[keep]))
@@ -219,10 +223,11 @@ class Timit(Task):
         return TaskData(*(window_split(matrix, offsets, examples[s], half) for s in ("train", "val", "test")))
 
     def references(self) -> List[np.ndarray]:
-        """Each utterance's reference 39-phone sequence (read again if this task did not load)."""
-        if getattr(self, "_refs", None) is None:
-            self._refs = [reference(read_phn(u.phn)) for u in scan(self.corpus_root())]
-        return self._refs
+        """Each utterance's reference 39-phone sequence, indexed like `Split.groups`."""
+        key = str(self.corpus_root())
+        if key not in REFERENCES:
+            REFERENCES[key] = [reference(read_phn(u.phn)) for u in scan(self.corpus_root())]
+        return REFERENCES[key]
 
     def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
         pred = FOLD_INDEX[logits.argmax(1).cpu()].numpy()
