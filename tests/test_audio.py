@@ -88,6 +88,14 @@ def test_compressed_sphere_is_refused_naming_the_file(tmp_path):
         read_audio(tmp_path / "x.wav")
 
 
+def test_a_truncated_sphere_file_is_refused_naming_the_file(tmp_path):
+    write_sphere(tmp_path / "x.wav", np.zeros(100, np.int16))
+    data = (tmp_path / "x.wav").read_bytes()
+    (tmp_path / "x.wav").write_bytes(data[:-20])
+    with pytest.raises(UserError, match=r"x\.wav: truncated.*100 samples.*90"):
+        read_audio(tmp_path / "x.wav")
+
+
 def test_feature_cache_is_computed_once_and_keyed_by_settings(tmp_path, monkeypatch):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -2,7 +2,6 @@
 
 import csv
 
-import pytest
 
 from layerwise.cli import main
 from layerwise.config import load_config

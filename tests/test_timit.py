@@ -9,7 +9,7 @@ from layerwise.errors import UserError
 from layerwise.tasks import TASKS, Split, make_task
 from layerwise.tasks.timit import (CORE_TEST, REFERENCES, DEV_SPEAKERS, FOLD_INDEX, PHONES, PHONES39, Timit, edit_distance,
                                    frame_labels, merge_repeats, read_phn, reference, scan)
-from speech_corpora import TIMIT_SPEAKERS, write_timit
+from speech_corpora import write_timit
 
 
 def fold(phone):

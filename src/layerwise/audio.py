@@ -122,8 +122,12 @@ def read_sphere(path: Path) -> Tuple[np.ndarray, int]:
                         "(decompress shorten-coded files with sph2pipe first)")
     order = fields.get("sample_byte_format", "01")
     dtype = "<i2" if order == "01" else ">i2"
-    count = int(fields["sample_count"]) if "sample_count" in fields else None
-    data = np.frombuffer(raw, dtype=dtype, offset=header_size, count=count if count is not None else -1)
+    available = (len(raw) - header_size) // 2
+    count = int(fields.get("sample_count", available))
+    if count > available:
+        raise UserError(f"{path}: truncated NIST SPHERE file: the header says {count} samples, "
+                        f"the file holds {available}")
+    data = np.frombuffer(raw, dtype=dtype, offset=header_size, count=count)
     return data.astype(np.float64) / 32768.0, int(fields.get("sample_rate", "16000"))
 
 

@@ -66,7 +66,8 @@ def session_dirs(root: Path) -> Dict[int, Path]:
         if any(sessions.values()):
             missing = [f"Session{s}" for s, p in sessions.items() if p is None]
             if missing:
-                raise UserError(f"the IEMOCAP corpus at {candidate} lacks {', '.join(missing)}; expected {LAYOUT}")
+                raise UserError(f"the IEMOCAP corpus at {candidate} lacks {', '.join(missing)}; expected {LAYOUT}. "
+                                f"Set {SETTING}")
             return sessions
     raise UserError(f"{root} is not an IEMOCAP corpus: no Session1..Session5 folders in it; "
                     f"expected {LAYOUT}. Set {SETTING}")
