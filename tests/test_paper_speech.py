@@ -2,7 +2,6 @@
 
 import csv
 
-
 from layerwise.cli import main
 from layerwise.config import load_config
 from speech_corpora import write_iemocap, write_timit
