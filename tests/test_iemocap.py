@@ -31,6 +31,17 @@ def test_four_classes_with_excited_merged_into_happy(tmp_path):
     assert any(u.audio.parent.name == "Ses01M_script01_1" for u in utterances)  # scripted dialog folders
 
 
+def test_improvised_or_scripted_dialogs_only(tmp_path):
+    write_iemocap(tmp_path)
+    everything = {u.uid for u in scan(tmp_path)}
+    improvised = {u.uid for u in scan(tmp_path, "improvised")}
+    scripted = {u.uid for u in scan(tmp_path, "scripted")}
+    assert improvised and scripted and improvised | scripted == everything and not improvised & scripted
+    assert all("_impro" in uid for uid in improvised)
+    with pytest.raises(UserError, match="dialogs must be one of all, improvised, scripted"):
+        make_task(Iemocap, {"dialogs": "acted"}, "test")
+
+
 def test_leave_one_session_out_folds(tmp_path):
     write_iemocap(tmp_path)
     utterances = scan(tmp_path)
@@ -94,6 +105,14 @@ def test_a_damaged_corpus_names_what_is_missing(tmp_path):
     (tmp_path / "Session4").rename(tmp_path / "elsewhere")
     with pytest.raises(UserError, match="lacks Session4"):
         scan(tmp_path)
+
+
+def test_a_session_without_labelled_utterances_is_named(tmp_path):
+    write_iemocap(tmp_path)
+    for txt in (tmp_path / "Session2" / "dialog" / "EmoEvaluation").glob("*.txt"):
+        txt.write_text("% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n")
+    with pytest.raises(UserError, match=r"no utterances of the four classes for the test split \(test_session=2"):
+        Iemocap(root=str(tmp_path), test_session=2).load()
 
 
 def test_task_is_registered():

@@ -11,6 +11,9 @@ Folds are speaker independent: each session has its own two speakers, so one ses
 set (`test_session`), another the validation set (`val_session`; by default the session before
 the test session, cyclically), and the other three train.
 
+`dialogs` keeps all dialogs (the default), or only the `improvised` or the `scripted` ones (the
+utterance names say which: `Ses01F_impro01_F000`, `Ses01F_script01_1_F000`).
+
 Examples are windows of `context` frames centred on every `hop`-th frame of an utterance,
 labelled with the utterance's class. An utterance's prediction averages the class posteriors
 (softmax) of its windows. Metrics, per utterance: unweighted error `ue` (the metric; 100 * (1 -
@@ -73,7 +76,10 @@ def session_dirs(root: Path) -> Dict[int, Path]:
                     f"expected {LAYOUT}. Set {SETTING}")
 
 
-def scan(root: Path) -> List[Utterance]:
+DIALOGS = {"all": "", "improvised": "_impro", "scripted": "_script"}
+
+
+def scan(root: Path, dialogs: str = "all") -> List[Utterance]:
     """The four-class utterances of all five sessions, in session and file order."""
     found = []
     for session, folder in session_dirs(root).items():
@@ -86,7 +92,7 @@ def scan(root: Path) -> List[Utterance]:
         # Only the dialog files themselves: not the Categorical/ etc. subfolders, not ._ files.
         for txt in sorted(p for p in evaluation.glob("*.txt") if p.name.startswith("Ses")):
             for uid, label in read_evaluation(txt):
-                if label not in LABELS:
+                if label not in LABELS or DIALOGS[dialogs] not in uid:
                     continue
                 dialog = uid.rsplit("_", 1)[0]
                 audio = (child(wavs, dialog) or wavs / dialog) / f"{uid}.wav"
@@ -124,6 +130,7 @@ class Iemocap(Task):
     val_session: Optional[int] = None  # default: the session before test_session (5 before 1)
     context: int = 21  # frames per window (odd), centred on the frame it stands for
     hop: int = 1  # a window every `hop` frames
+    dialogs: str = "all"  # "all", "improvised" or "scripted"
     n_mels: int = 40
 
     def __post_init__(self):
@@ -133,6 +140,8 @@ class Iemocap(Task):
             raise ValueError(f"val_session must differ from test_session ({self.test_session})")
         if self.context < 1 or self.context % 2 == 0:
             raise ValueError(f"context must be an odd number of frames; got {self.context}")
+        if self.dialogs not in DIALOGS:
+            raise ValueError(f"dialogs must be one of {', '.join(DIALOGS)}; got {self.dialogs!r}")
         if self.hop < 1:
             raise ValueError(f"hop must be at least 1; got {self.hop}")
 
@@ -154,7 +163,7 @@ class Iemocap(Task):
             return False
 
     def load(self, seed: int = 0) -> TaskData:
-        utterances = scan(self.corpus_root())
+        utterances = scan(self.corpus_root(), self.dialogs)
         settings = LogMel(n_mels=self.n_mels)
         feats, offsets = cached_features([u.audio for u in utterances], settings, data_root(self.cache, "cache"),
                                          "iemocap", "[task_options.iemocap] cache")
@@ -165,6 +174,12 @@ class Iemocap(Task):
                 "val" if utt.session == self.validation_session() else "train"
             frames = np.arange(0, offsets[u + 1] - offsets[u], self.hop)
             examples[split].append((u, frames, np.full(len(frames), utt.label)))
+        for split, parts in examples.items():
+            if not parts:
+                which = "" if self.dialogs == "all" else f" ({self.dialogs} dialogs)"
+                raise UserError(f"the IEMOCAP corpus at {self.corpus_root()} has no utterances of the four classes"
+                                f"{which} for the {split} split (test_session={self.test_session}, "
+                                f"val_session={self.validation_session()}); expected {LAYOUT}")
         half = self.context // 2
         return TaskData(*(window_split(matrix, offsets, examples[s], half) for s in ("train", "val", "test")))
 
