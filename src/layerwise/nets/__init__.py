@@ -3,9 +3,11 @@
 Adding an architecture is one builder function and one line here.
 """
 
-from . import small
+from . import small, speech
 
 ARCHS = {
     "alexnet-small": small.alexnet_small,
     "vgg-small": small.vgg_small,
+    "model-a": speech.model_a,
+    "model-b": speech.model_b,
 }

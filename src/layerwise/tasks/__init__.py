@@ -1,9 +1,11 @@
 """The registry of tasks: name -> Task class. Adding a task is one module and one line here."""
 
 from .base import Split, Task, TaskData, make_task  # noqa: F401
+from .iemocap import Iemocap
 from .suite import Digits, PrintedDigits, PrintedLetters
+from .timit import Timit
 
 TASKS = {
     cls.name: cls
-    for cls in [Digits, PrintedDigits, PrintedLetters]
+    for cls in [Digits, PrintedDigits, PrintedLetters, Timit, Iemocap]
 }

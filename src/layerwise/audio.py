@@ -1,0 +1,278 @@
+"""Speech input for the networks: log-mel spectrograms, a feature cache, and a lazy window view.
+
+The features follow the authors' pipeline: pre-emphasis (0.97), 25 ms Hamming windows every
+10 ms, a 512-point FFT, the power spectrum through 40 triangular mel filters (HTK mel scale),
+the natural log, and mean normalisation. Mean normalisation here means: per utterance and per mel
+band, the band's mean over the utterance's frames is subtracted (cepstral-mean-style), so channel
+and loudness differences between recordings do not reach the network.
+
+Both speech tasks feed a network the same kind of input: a window of `context` consecutive frames
+centred on the frame being classified, shaped `(1, n_mels, context)`. Holding every window in
+memory would cost `context` times the features (TIMIT alone has about 1.1M training frames), so
+`FrameWindows` keeps the concatenated feature matrix and gathers windows by index; at an
+utterance's edges it repeats the edge frame, so a window never crosses into another utterance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+FEATURE_VERSION = 1  # bump when the computation changes, so old caches are not reused
+
+
+@dataclass(frozen=True)
+class LogMel:
+    """Feature settings; every field is part of the cache key."""
+
+    sample_rate: int = 16000
+    preemphasis: float = 0.97
+    window_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    n_mels: int = 40
+
+    @property
+    def win(self) -> int:
+        return int(round(self.sample_rate * self.window_ms / 1000))
+
+    @property
+    def hop(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames of a signal: one per hop while a whole window fits (at least one; a shorter
+        signal is zero-padded to one window)."""
+        return 1 + max(0, num_samples - self.win) // self.hop
+
+    def frame_centres(self, num_frames: int) -> np.ndarray:
+        """The sample at the centre of each frame, which decides the frame's label."""
+        return np.arange(num_frames) * self.hop + self.win // 2
+
+
+def hz_to_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(s: LogMel) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters, equally spaced on the HTK mel scale from 0 Hz
+    to the Nyquist frequency, each peaking at 1 on its centre frequency."""
+    edges = mel_to_hz(np.linspace(0.0, hz_to_mel(s.sample_rate / 2), s.n_mels + 2))
+    freqs = np.arange(s.n_fft // 2 + 1) * s.sample_rate / s.n_fft
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs - lo) / (mid - lo)
+    falling = (hi - freqs) / (hi - mid)
+    return np.maximum(0.0, np.minimum(rising, falling))
+
+
+def log_mel(signal: np.ndarray, s: LogMel = LogMel()) -> np.ndarray:
+    """(frames, n_mels) float32 log-mel features of a mono signal, mean normalised per band."""
+    x = np.asarray(signal, dtype=np.float64)
+    x = np.append(x[:1], x[1:] - s.preemphasis * x[:-1])
+    if len(x) < s.win:
+        x = np.pad(x, (0, s.win - len(x)))
+    n = s.num_frames(len(x))
+    idx = np.arange(s.win)[None, :] + s.hop * np.arange(n)[:, None]
+    frames = x[idx] * np.hamming(s.win)
+    power = np.abs(np.fft.rfft(frames, n=s.n_fft, axis=1)) ** 2
+    energies = power @ mel_filterbank(s).T
+    logs = np.log(np.maximum(energies, 1e-10))
+    return (logs - logs.mean(axis=0, keepdims=True)).astype(np.float32)
+
+
+# --- reading audio -------------------------------------------------------------------------------
+
+def read_sphere(path: Path) -> Tuple[np.ndarray, int]:
+    """Samples (float64 in [-1, 1]) and rate of an uncompressed 16-bit NIST SPHERE file (TIMIT)."""
+    raw = Path(path).read_bytes()
+    if not raw.startswith(b"NIST_1A"):
+        raise UserError(f"{path}: not a NIST SPHERE file (it does not start with NIST_1A)")
+    lines = raw[:1024].split(b"\n")
+    try:
+        header_size = int(lines[1])
+    except (IndexError, ValueError):
+        raise UserError(f"{path}: bad NIST SPHERE header (the second line must be the header size)") from None
+    fields: Dict[str, str] = {}
+    for line in raw[:header_size].decode("ascii", "replace").split("\n")[2:]:
+        if line.strip() == "end_head":
+            break
+        parts = line.split(None, 2)
+        if len(parts) == 3:
+            fields[parts[0]] = parts[2].strip()
+    coding = fields.get("sample_coding", "pcm")
+    width = int(fields.get("sample_n_bytes", "2"))
+    channels = int(fields.get("channel_count", "1"))
+    if coding != "pcm" or width != 2 or channels != 1:
+        raise UserError(f"{path}: NIST SPHERE with sample_coding={coding!r}, sample_n_bytes={width}, "
+                        f"channel_count={channels}; expected uncompressed 16-bit mono pcm "
+                        "(decompress shorten-coded files with sph2pipe first)")
+    order = fields.get("sample_byte_format", "01")
+    dtype = "<i2" if order == "01" else ">i2"
+    available = (len(raw) - header_size) // 2
+    count = int(fields.get("sample_count", available))
+    if count > available:
+        raise UserError(f"{path}: truncated NIST SPHERE file: the header says {count} samples, "
+                        f"the file holds {available}")
+    data = np.frombuffer(raw, dtype=dtype, offset=header_size, count=count)
+    return data.astype(np.float64) / 32768.0, int(fields.get("sample_rate", "16000"))
+
+
+def read_audio(path: Path) -> Tuple[np.ndarray, int]:
+    """Mono samples and sample rate of a NIST SPHERE or RIFF WAV file (told apart by content,
+    since TIMIT copies name both kinds .WAV)."""
+    with open(path, "rb") as f:
+        magic = f.read(7)
+    if magic == b"NIST_1A":
+        return read_sphere(path)
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+    except RuntimeError as err:
+        raise UserError(f"{path}: cannot read audio ({err}); expected RIFF WAV or NIST SPHERE") from None
+    return data.mean(axis=1), rate
+
+
+# --- the feature cache ---------------------------------------------------------------------------
+
+def cached_features(files: Sequence[Path], settings: LogMel, cache_dir: Path, prefix: str,
+                    setting_name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Log-mel features of every file, concatenated: `(feats (T, n_mels), offsets (U + 1,))`,
+    utterance u being `feats[offsets[u]:offsets[u + 1]]`.
+
+    Computed once and kept in `cache_dir` (never inside the corpus, which may be read-only), under
+    a key made of the settings, the feature version and the file list with sizes; written
+    atomically, so an interrupted run never leaves a half-written cache.
+    """
+    listing = [[str(p), os.path.getsize(p)] for p in files]
+    key = json.dumps({"settings": asdict(settings), "version": FEATURE_VERSION, "files": listing})
+    path = Path(cache_dir) / f"{prefix}-features-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return f["feats"], f["offsets"]
+    feats: List[np.ndarray] = []
+    from tqdm import tqdm
+
+    for p in tqdm(files, desc=f"{prefix} log-mel features (once)", unit="utt", file=sys.stderr,
+                  disable=len(files) < 100):
+        signal, rate = read_audio(p)
+        if rate != settings.sample_rate:
+            raise UserError(f"{p}: sample rate {rate} Hz; expected {settings.sample_rate} Hz")
+        feats.append(log_mel(signal, settings))
+    offsets = np.cumsum([0] + [len(f) for f in feats]).astype(np.int64)
+    matrix = np.concatenate(feats) if feats else np.zeros((0, settings.n_mels), np.float32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+        np.savez(tmp, feats=matrix, offsets=offsets)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise UserError(f"cannot write the feature cache {path} ({err.strerror}); point {setting_name} "
+                        "to a writable folder") from None
+    return matrix, offsets
+
+
+# --- windows of frames, gathered lazily ----------------------------------------------------------
+
+class FeatureMatrix:
+    """The (T, n_mels) features of one corpus, shared by its splits; moved to a device once
+    however many splits ask for it there."""
+
+    def __init__(self, feats: torch.Tensor):
+        self.copies: Dict[str, torch.Tensor] = {str(feats.device): feats}
+        self.cpu = feats
+
+    def on(self, device) -> torch.Tensor:
+        key = str(torch.device(device))
+        if key not in self.copies:
+            self.copies[key] = self.cpu.to(device)
+        return self.copies[key]
+
+
+class FrameWindows:
+    """`len(self)` windows of `2 * half + 1` frames, one per example, gathered on indexing.
+
+    `matrix` holds the features of all utterances back to back; `bounds` the (U, 2) first and
+    one-past-last frame of each utterance; example i is the window centred on frame `centres[i]`
+    of utterance `utts[i]`. Frames outside the utterance repeat its edge frame. Indexing gives a
+    float batch `(B, 1, n_mels, 2 * half + 1)`.
+    """
+
+    def __init__(self, matrix: FeatureMatrix, bounds: torch.Tensor, centres: torch.Tensor,
+                 utts: torch.Tensor, half: int, device="cpu"):
+        self.matrix, self.half = matrix, half
+        self.feats = matrix.on(device)
+        self.bounds, self.centres, self.utts = bounds.to(device), centres.to(device), utts.to(device)
+        self.offsets = torch.arange(-half, half + 1, device=self.feats.device)
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return (len(self), 1, self.feats.shape[1], 2 * self.half + 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.feats.device
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, slice):
+            index = torch.arange(len(self), device=self.centres.device)[index]
+        index = torch.as_tensor(index, device=self.centres.device)
+        single = index.dim() == 0
+        index = index.reshape(-1)
+        bounds = self.bounds[self.utts[index]]
+        frames = self.centres[index, None] + self.offsets
+        frames = torch.minimum(torch.maximum(frames, bounds[:, :1]), bounds[:, 1:] - 1)
+        batch = self.feats[frames].transpose(1, 2).unsqueeze(1).contiguous()
+        return batch[0] if single else batch
+
+    def to(self, device) -> "FrameWindows":
+        return FrameWindows(self.matrix, self.bounds, self.centres, self.utts, self.half, device)
+
+
+def window_split(matrix: FeatureMatrix, offsets: np.ndarray, examples, half: int):
+    """A `Split` of windows from `examples`: (utterance index, its frame indices, their labels)
+    triples, kept in that order, so the examples of one utterance are contiguous and in time
+    order. `groups` holds each example's utterance index."""
+    from .tasks.base import Split
+
+    offsets_t = torch.as_tensor(offsets, dtype=torch.long)
+    bounds = torch.stack([offsets_t[:-1], offsets_t[1:]], dim=1)
+    utts, centres, labels = [], [], []
+    for u, frames, y in examples:
+        utts.append(np.full(len(frames), u, dtype=np.int64))
+        centres.append(offsets[u] + np.asarray(frames, dtype=np.int64))
+        labels.append(np.asarray(y, dtype=np.int64))
+    cat = lambda parts: torch.as_tensor(np.concatenate(parts) if parts else np.zeros(0, np.int64))  # noqa: E731
+    groups = cat(utts)
+    x = FrameWindows(matrix, bounds, cat(centres), groups, half)
+    return Split(x, cat(labels), groups)
+
+
+def child(folder: Path, name: str):
+    """The entry of `folder` called `name` in any letter case (corpus copies differ), or None."""
+    exact = folder / name
+    if exact.exists():
+        return exact
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return None
+    matches = sorted(e for e in entries if e.name.lower() == name.lower())
+    return matches[0] if matches else None

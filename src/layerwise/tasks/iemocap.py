@@ -1,0 +1,194 @@
+"""IEMOCAP speech emotion recognition (`iemocap`), read from the release where the user keeps it.
+
+Layout: `Session1..5/dialog/EmoEvaluation/<dialog>.txt` (the consensus label of each utterance,
+on lines like `[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`,
+each followed by per-annotator lines such as `C-E2:<TAB>Neutral state;<TAB>()`, which are
+ignored) and `Session1..5/sentences/wav/<dialog>/<utterance>.wav`.
+
+Four classes, as is usual: neutral, happy (merged with excited), sad, angry; utterances with any
+other label (frustration, surprise, fear, disgust, other, no agreement `xxx`) are dropped.
+Folds are speaker independent: each session has its own two speakers, so one session is the test
+set (`test_session`), another the validation set (`val_session`; by default the session before
+the test session, cyclically), and the other three train.
+
+`dialogs` keeps all dialogs (the default), or only the `improvised` or the `scripted` ones (the
+utterance names say which: `Ses01F_impro01_F000`, `Ses01F_script01_1_F000`).
+
+Examples are windows of `context` frames centred on every `hop`-th frame of an utterance,
+labelled with the utterance's class. An utterance's prediction averages the class posteriors
+(softmax) of its windows. Metrics, per utterance: unweighted error `ue` (the metric; 100 * (1 -
+mean per-class recall), over the classes present in the split), weighted accuracy `wa` (the share
+of utterances right) and unweighted accuracy `ua` (100 - ue).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..audio import FeatureMatrix, LogMel, cached_features, child, window_split
+from ..errors import UserError
+from .base import Split, Task, TaskData, data_root
+
+CLASSES = ["neutral", "happy", "sad", "angry"]
+LABELS = {"neu": 0, "hap": 1, "exc": 1, "sad": 2, "ang": 3}  # every other label is dropped
+
+SETTING = ("[task_options.iemocap] root = \"...\" (or --set task_options.iemocap.root=..., "
+           "or $LAYERWISE_DATA/iemocap)")
+LAYOUT = ("the IEMOCAP release layout: Session1/ .. Session5/, each with dialog/EmoEvaluation/*.txt "
+          "and sentences/wav/<dialog>/<utterance>.wav")
+# A consensus line: [start - end] <TAB> utterance <TAB> label <TAB> [v, a, d].
+TURN = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)\s+\[")
+
+
+def read_evaluation(path: Path) -> List[Tuple[str, str]]:
+    """(utterance, consensus label) pairs of one EmoEvaluation file, in file order."""
+    return [(m.group(1), m.group(2)) for line in Path(path).read_text(errors="replace").splitlines()
+            if (m := TURN.match(line))]
+
+
+@dataclass
+class Utterance:
+    uid: str
+    session: int
+    label: int
+    audio: Path
+
+
+def session_dirs(root: Path) -> Dict[int, Path]:
+    """Session number -> folder; every one of the five must be there."""
+    if not root.is_dir():
+        raise UserError(f"IEMOCAP corpus not found: {root} is not a folder; expected {LAYOUT}. Set {SETTING}")
+    for candidate in [root] + [c for c in (child(root, "IEMOCAP_full_release"), child(root, "IEMOCAP")) if c]:
+        sessions = {s: child(candidate, f"Session{s}") for s in range(1, 6)}
+        if any(sessions.values()):
+            missing = [f"Session{s}" for s, p in sessions.items() if p is None]
+            if missing:
+                raise UserError(f"the IEMOCAP corpus at {candidate} lacks {', '.join(missing)}; expected {LAYOUT}. "
+                                f"Set {SETTING}")
+            return sessions
+    raise UserError(f"{root} is not an IEMOCAP corpus: no Session1..Session5 folders in it; "
+                    f"expected {LAYOUT}. Set {SETTING}")
+
+
+DIALOGS = {"all": "", "improvised": "_impro", "scripted": "_script"}
+
+
+def scan(root: Path, dialogs: str = "all") -> List[Utterance]:
+    """The four-class utterances of all five sessions, in session and file order."""
+    found = []
+    for session, folder in session_dirs(root).items():
+        evaluation = child(folder, "dialog")
+        evaluation = evaluation and child(evaluation, "EmoEvaluation")
+        wavs = child(folder, "sentences")
+        wavs = wavs and child(wavs, "wav")
+        if evaluation is None or wavs is None:
+            raise UserError(f"{folder} lacks dialog/EmoEvaluation/ or sentences/wav/; expected {LAYOUT}")
+        # Only the dialog files themselves: not the Categorical/ etc. subfolders, not ._ files.
+        for txt in sorted(p for p in evaluation.glob("*.txt") if p.name.startswith("Ses")):
+            for uid, label in read_evaluation(txt):
+                if label not in LABELS or DIALOGS[dialogs] not in uid:
+                    continue
+                dialog = uid.rsplit("_", 1)[0]
+                audio = (child(wavs, dialog) or wavs / dialog) / f"{uid}.wav"
+                if not audio.exists():
+                    raise UserError(f"{audio} is missing, though {txt} labels utterance {uid}; expected {LAYOUT}")
+                found.append(Utterance(uid, session, LABELS[label], audio))
+    return found
+
+
+def unweighted_error(pred: np.ndarray, truth: np.ndarray) -> float:
+    """100 * (1 - the mean over classes present in `truth` of each class's recall)."""
+    recalls = [np.mean(pred[truth == c] == c) for c in np.unique(truth)]
+    return 100.0 * (1.0 - float(np.mean(recalls))) if recalls else 0.0
+
+
+def utterance_posteriors(logits: torch.Tensor, groups: torch.Tensor):
+    """(utterance ids in first-seen order, their mean softmax posteriors)."""
+    ids, inverse = torch.unique(groups, return_inverse=True)
+    probs = torch.softmax(logits.float(), dim=1)
+    sums = torch.zeros(len(ids), probs.shape[1], device=probs.device).index_add_(0, inverse, probs)
+    counts = torch.bincount(inverse, minlength=len(ids)).clamp_min(1)
+    return ids, inverse, sums / counts[:, None]
+
+
+@dataclass
+class Iemocap(Task):
+    name = "iemocap"
+    description = "IEMOCAP emotion recognition: 4 classes, leave one session out (UE); licensed, read from `root`"
+    metric = "ue"
+    lower_is_better = True
+    num_classes = len(CLASSES)
+    root: Optional[str] = None  # the corpus; default $LAYERWISE_DATA/iemocap or ~/.cache/layerwise/iemocap
+    cache: Optional[str] = None  # feature cache folder; default $LAYERWISE_DATA/cache or ~/.cache/layerwise/cache
+    test_session: int = 5
+    val_session: Optional[int] = None  # default: the session before test_session (5 before 1)
+    context: int = 21  # frames per window (odd), centred on the frame it stands for
+    hop: int = 1  # a window every `hop` frames
+    dialogs: str = "all"  # "all", "improvised" or "scripted"
+    n_mels: int = 40
+
+    def __post_init__(self):
+        if self.test_session not in range(1, 6) or self.validation_session() not in range(1, 6):
+            raise ValueError(f"test_session and val_session must be in 1..5; got {self.test_session}, {self.val_session}")
+        if self.validation_session() == self.test_session:
+            raise ValueError(f"val_session must differ from test_session ({self.test_session})")
+        if self.context < 1 or self.context % 2 == 0:
+            raise ValueError(f"context must be an odd number of frames; got {self.context}")
+        if self.dialogs not in DIALOGS:
+            raise ValueError(f"dialogs must be one of {', '.join(DIALOGS)}; got {self.dialogs!r}")
+        if self.hop < 1:
+            raise ValueError(f"hop must be at least 1; got {self.hop}")
+
+    def validation_session(self) -> int:
+        return self.val_session if self.val_session is not None else (self.test_session - 2) % 5 + 1
+
+    @property
+    def input_shape(self):
+        return (1, self.n_mels, self.context)
+
+    def corpus_root(self) -> Path:
+        return data_root(self.root, "iemocap")
+
+    def available(self) -> bool:
+        try:
+            session_dirs(self.corpus_root())
+            return True
+        except UserError:
+            return False
+
+    def load(self, seed: int = 0) -> TaskData:
+        utterances = scan(self.corpus_root(), self.dialogs)
+        settings = LogMel(n_mels=self.n_mels)
+        feats, offsets = cached_features([u.audio for u in utterances], settings, data_root(self.cache, "cache"),
+                                         "iemocap", "[task_options.iemocap] cache")
+        matrix = FeatureMatrix(torch.from_numpy(feats))
+        examples: Dict[str, list] = {"train": [], "val": [], "test": []}
+        for u, utt in enumerate(utterances):
+            split = "test" if utt.session == self.test_session else \
+                "val" if utt.session == self.validation_session() else "train"
+            frames = np.arange(0, offsets[u + 1] - offsets[u], self.hop)
+            examples[split].append((u, frames, np.full(len(frames), utt.label)))
+        for split, parts in examples.items():
+            if not parts:
+                which = "" if self.dialogs == "all" else f" ({self.dialogs} dialogs)"
+                raise UserError(f"the IEMOCAP corpus at {self.corpus_root()} has no utterances of the four classes"
+                                f"{which} for the {split} split (test_session={self.test_session}, "
+                                f"val_session={self.validation_session()}); expected {LAYOUT}")
+        half = self.context // 2
+        return TaskData(*(window_split(matrix, offsets, examples[s], half) for s in ("train", "val", "test")))
+
+    def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
+        if len(split) == 0:
+            return {"ue": 0.0, "ua": 0.0, "wa": 0.0}
+        _, inverse, posteriors = utterance_posteriors(logits, split.groups)
+        pred = posteriors.argmax(1).cpu().numpy()
+        truth = np.zeros(len(pred), dtype=np.int64)
+        truth[inverse.cpu().numpy()] = split.y.cpu().numpy()
+        ue = unweighted_error(pred, truth)
+        return {"ue": ue, "ua": 100.0 - ue, "wa": 100.0 * float(np.mean(pred == truth))}

@@ -1,0 +1,240 @@
+"""TIMIT phone recognition (`timit`), read from the LDC release where the user keeps it.
+
+Layout: `TRAIN|TEST/DR1..DR8/<speaker>/<utterance>.WAV|.PHN`, in upper or lower case, audio as
+NIST SPHERE or RIFF WAV (told apart by content). The SA sentences (read by every speaker) are
+dropped. Splits, as is standard: the 462 training speakers; the 50-speaker development set of
+Halberstadt (1998) for validation; the 24-speaker core test set. Other TEST speakers are unused.
+
+Every 10 ms frame is one example: the window of `context` frames centred on it, labelled with
+the phone that covers the frame's centre sample in the `.PHN` file. The network is trained on the
+61 TIMIT phones (`num_classes = 61`, indexed as in `PHONES`); frames labelled `q` (the glottal
+stop, which the 39-phone folding removes) are left out of every split, so the `q` output is never
+trained. Scoring folds the 61 phones to the 39 of Lee and Hon (1989):
+
+- phone error rate (`per`, the metric): per utterance, the predicted frame labels are folded,
+  consecutive repeats are merged into one phone sequence, and it is aligned by edit distance to
+  the reference (the `.PHN` phones folded, `q` removed, consecutive repeats merged the same way);
+  `per` = 100 * (substitutions + deletions + insertions) / reference phones, summed over the split;
+- frame error rate (`fer`): the share of frames whose folded prediction is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..audio import FeatureMatrix, LogMel, cached_features, child, window_split
+from ..errors import UserError
+from .base import Split, Task, TaskData, data_root
+
+PHONES = ("aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# "
+          "hh hv ih ix iy jh k kcl l m n ng nx ow oy p pau pcl q r s sh t tcl th uh uw ux v w y z zh").split()
+
+# Lee and Hon's folding of the 61 phones to 39: phones not listed keep their name; q goes.
+FOLD = {"ao": "aa", "ax": "ah", "ax-h": "ah", "axr": "er", "el": "l", "em": "m", "en": "n",
+        "eng": "ng", "nx": "n", "hv": "hh", "ix": "ih", "ux": "uw", "zh": "sh",
+        "bcl": "sil", "dcl": "sil", "gcl": "sil", "kcl": "sil", "pcl": "sil", "tcl": "sil",
+        "epi": "sil", "h#": "sil", "pau": "sil", "q": None}
+PHONES39 = sorted({FOLD.get(p, p) for p in PHONES} - {None})
+# FOLD_INDEX[i] is the 39-phone index of 61-phone class i (-1 for q).
+FOLD_INDEX = torch.tensor([-1 if FOLD.get(p, p) is None else PHONES39.index(FOLD.get(p, p)) for p in PHONES])
+Q = PHONES.index("q")
+
+# The core test set: two male and one female speaker of each dialect region DR1..DR8.
+CORE_TEST = {
+    "dr1": ["mdab0", "mwbt0", "felc0"], "dr2": ["mtas1", "mwew0", "fpas0"],
+    "dr3": ["mjmp0", "mlnt0", "fpkt0"], "dr4": ["mlll0", "mtls0", "fjlm0"],
+    "dr5": ["mbpm0", "mklt0", "fnlp0"], "dr6": ["mcmj0", "mjdh0", "fmgd0"],
+    "dr7": ["mgrt0", "mnjm0", "fdhc0"], "dr8": ["mjln0", "mpam0", "fmld0"],
+}
+CORE_SPEAKERS = {s for speakers in CORE_TEST.values() for s in speakers}
+# Halberstadt's 50-speaker development set, drawn from the TEST speakers outside the core set.
+DEV_SPEAKERS = set(
+    "faks0 fdac1 fjem0 mgwt0 mjar0 mmdb1 mmdm2 mpdf0 fcmh0 fkms0 mbdg0 mbwm0 mcsh0 fadg0 fdms0 "
+    "fedw0 mgjf0 mglb0 mrtk0 mtaa0 mtdt0 mthc0 mwjg0 fnmr0 frew0 fsem0 mbns0 mmjr0 mdls0 mdlf0 "
+    "mdvc0 mers0 fmah0 fdrw0 mrcs0 mrjm4 fcal1 mmwh0 fjsj0 majc0 mjsw0 mreb0 fgjd0 fjmg0 mroa0 "
+    "mteb0 mjfc0 mrjr0 fmml0 mrws1".split())
+
+# Reference phone sequences per corpus folder, kept from `load` for `score` (a sweep scores with
+# a fresh task object, and reading thousands of .PHN files per job would be wasted time).
+REFERENCES: Dict[str, List[np.ndarray]] = {}
+
+SETTING = "[task_options.timit] root = \"...\" (or --set task_options.timit.root=..., or $LAYERWISE_DATA/timit)"
+LAYOUT = "the LDC TIMIT layout: TRAIN/ and TEST/ holding DR1..DR8/<speaker>/<utterance>.WAV and .PHN"
+
+
+@dataclass
+class Utterance:
+    uid: str  # speaker_sentence, e.g. "fcjf0_si1027"
+    split: str  # "train", "val" or "test"
+    audio: Path
+    phn: Path
+
+
+def find_corpus(root: Path) -> Path:
+    """The folder holding TRAIN/ and TEST/: `root` itself or its TIMIT/ or data/ subfolder."""
+    if not root.is_dir():
+        raise UserError(f"TIMIT corpus not found: {root} is not a folder; expected {LAYOUT}. Set {SETTING}")
+    for candidate in [root] + [c for c in (child(root, "timit"), child(root, "data")) if c]:
+        if child(candidate, "train") and child(candidate, "test"):
+            return candidate
+    raise UserError(f"{root} is not a TIMIT corpus: no TRAIN/ and TEST/ folders in it; expected {LAYOUT}. "
+                    f"Set {SETTING}")
+
+
+def scan(root: Path) -> List[Utterance]:
+    """The utterances of the three splits, in a fixed order (split, dialect region, speaker,
+    sentence), SA sentences dropped."""
+    corpus = find_corpus(root)
+    found = []
+    for part in ("train", "test"):
+        for region in sorted(p for p in child(corpus, part).iterdir() if p.name.lower().startswith("dr")):
+            for speaker in sorted(p for p in region.iterdir() if p.is_dir()):
+                spk = speaker.name.lower()
+                split = "train" if part == "train" else "test" if spk in CORE_SPEAKERS else \
+                    "val" if spk in DEV_SPEAKERS else None
+                if split is None:
+                    continue
+                files = {f.name.lower(): f for f in speaker.iterdir()}
+                for name in sorted(files):
+                    if not name.endswith(".phn") or name.startswith("sa"):
+                        continue
+                    stem = name[:-4]
+                    audio = files.get(stem + ".wav") or files.get(stem + ".wav.wav")
+                    if audio is None:
+                        raise UserError(f"{files[name]}: no audio beside it; expected {stem.upper()}.WAV")
+                    found.append(Utterance(f"{spk}_{stem}", split, audio, files[name]))
+    order = {"train": 0, "val": 1, "test": 2}
+    found.sort(key=lambda u: order[u.split])
+    for split in order:
+        if not any(u.split == split for u in found):
+            raise UserError(f"the TIMIT corpus at {corpus} has no {split} utterances (.PHN files of "
+                            f"{'TRAIN speakers' if split == 'train' else 'the standard TEST speakers'}); "
+                            f"expected {LAYOUT}. Set {SETTING}")
+    return found
+
+
+def read_phn(path: Path):
+    """(starts, ends, 61-phone indices) of a `.PHN` file: lines `start_sample end_sample phone`."""
+    starts, ends, phones = [], [], []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()) or parts[2].lower() not in PHONES:
+            raise UserError(f"{path}, line {number}: {line!r}; expected 'start_sample end_sample phone' "
+                            "with one of the 61 TIMIT phones")
+        starts.append(int(parts[0]))
+        ends.append(int(parts[1]))
+        phones.append(PHONES.index(parts[2].lower()))
+    return np.array(starts), np.array(ends), np.array(phones, dtype=np.int64)
+
+
+def frame_labels(segments, centres: np.ndarray) -> np.ndarray:
+    """The 61-phone index of the segment covering each frame centre sample, -1 where none does."""
+    starts, ends, phones = segments
+    i = np.searchsorted(starts, centres, side="right") - 1
+    inside = (i >= 0) & (centres < ends[np.maximum(i, 0)])
+    return np.where(inside, phones[np.maximum(i, 0)], -1)
+
+
+def merge_repeats(seq) -> np.ndarray:
+    """A phone sequence from folded labels: -1 (q) removed, consecutive repeats merged."""
+    seq = np.asarray(seq)
+    seq = seq[seq >= 0]
+    if len(seq) == 0:
+        return seq
+    return seq[np.r_[True, seq[1:] != seq[:-1]]]
+
+
+def reference(segments) -> np.ndarray:
+    return merge_repeats(FOLD_INDEX.numpy()[segments[2]])
+
+
+def edit_distance(hyp, ref) -> int:
+    """Substitutions + deletions + insertions of the best alignment of `hyp` to `ref` (Levenshtein),
+    one row of the table at a time."""
+    ref = np.asarray(ref)
+    cols = np.arange(len(ref) + 1)
+    row = cols.copy()  # aligning nothing to ref[:j] costs j deletions
+    for i, h in enumerate(hyp, 1):
+        new = np.empty_like(row)
+        new[0] = i
+        new[1:] = np.minimum(row[1:] + 1, row[:-1] + (ref != h))  # insertion, substitution/match
+        row = np.minimum.accumulate(new - cols) + cols  # deletions along the row
+    return int(row[-1])
+
+
+def phone_error_rate(hyps, refs) -> float:
+    total = sum(len(r) for r in refs)
+    return 100.0 * sum(edit_distance(h, r) for h, r in zip(hyps, refs)) / max(total, 1)
+
+
+@dataclass
+class Timit(Task):
+    name = "timit"
+    description = "TIMIT phone recognition: 61 phones, scored as 39 (PER); licensed, read from `root`"
+    metric = "per"
+    lower_is_better = True
+    num_classes = len(PHONES)
+    root: Optional[str] = None  # the corpus; default $LAYERWISE_DATA/timit or ~/.cache/layerwise/timit
+    cache: Optional[str] = None  # feature cache folder; default $LAYERWISE_DATA/cache or ~/.cache/layerwise/cache
+    context: int = 21  # frames per window (odd), centred on the frame being classified
+    n_mels: int = 40
+
+    def __post_init__(self):
+        if self.context < 1 or self.context % 2 == 0:
+            raise ValueError(f"context must be an odd number of frames; got {self.context}")
+
+    @property
+    def input_shape(self):
+        return (1, self.n_mels, self.context)
+
+    def corpus_root(self) -> Path:
+        return data_root(self.root, "timit")
+
+    def available(self) -> bool:
+        try:
+            find_corpus(self.corpus_root())
+            return True
+        except UserError:
+            return False
+
+    def load(self, seed: int = 0) -> TaskData:
+        utterances = scan(self.corpus_root())
+        settings = LogMel(n_mels=self.n_mels)
+        cache = data_root(self.cache, "cache")
+        feats, offsets = cached_features([u.audio for u in utterances], settings, cache, "timit",
+                                         "[task_options.timit] cache")
+        matrix = FeatureMatrix(torch.from_numpy(feats))
+        examples: Dict[str, list] = {"train": [], "val": [], "test": []}
+        refs = REFERENCES[str(self.corpus_root())] = []
+        for u, utt in enumerate(utterances):
+            segments = read_phn(utt.phn)
+            refs.append(reference(segments))
+            labels = frame_labels(segments, settings.frame_centres(offsets[u + 1] - offsets[u]))
+            keep = np.flatnonzero((labels >= 0) & (labels != Q))
+            examples[utt.split].append((u, keep, labels[keep]))
+        half = self.context // 2
+        return TaskData(*(window_split(matrix, offsets, examples[s], half) for s in ("train", "val", "test")))
+
+    def references(self) -> List[np.ndarray]:
+        """Each utterance's reference 39-phone sequence, indexed like `Split.groups`."""
+        key = str(self.corpus_root())
+        if key not in REFERENCES:
+            REFERENCES[key] = [reference(read_phn(u.phn)) for u in scan(self.corpus_root())]
+        return REFERENCES[key]
+
+    def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
+        pred = FOLD_INDEX[logits.argmax(1).cpu()].numpy()
+        truth = FOLD_INDEX[split.y.cpu()].numpy()
+        groups = split.groups.cpu().numpy()
+        cuts = np.flatnonzero(np.diff(groups)) + 1
+        refs = self.references()
+        hyps = [merge_repeats(seg) for seg in np.split(pred, cuts)] if len(pred) else []
+        per = phone_error_rate(hyps, [refs[g] for g in groups[np.r_[0, cuts]]] if len(pred) else [])
+        return {"per": per, "fer": 100.0 * float(np.mean(pred != truth)) if len(pred) else 0.0}

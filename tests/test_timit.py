@@ -1,0 +1,152 @@
+"""TIMIT: the LDC layout in both letter cases and both audio formats, splits, labels, folding, PER."""
+
+import numpy as np
+import pytest
+import torch
+
+from layerwise.audio import LogMel, read_audio
+from layerwise.errors import UserError
+from layerwise.tasks import TASKS, Split, make_task
+from layerwise.tasks.timit import (CORE_TEST, REFERENCES, DEV_SPEAKERS, FOLD_INDEX, PHONES, PHONES39, Timit, edit_distance,
+                                   frame_labels, merge_repeats, read_phn, reference, scan)
+from speech_corpora import write_timit
+
+
+def fold(phone):
+    i = int(FOLD_INDEX[PHONES.index(phone)])
+    return None if i < 0 else PHONES39[i]
+
+
+def test_the_61_phones_fold_to_the_39_of_lee_and_hon():
+    assert len(PHONES) == 61 and len(set(PHONES)) == 61 and Timit.num_classes == 61
+    assert len(PHONES39) == 39
+    assert fold("q") is None
+    assert [fold(p) for p in ["ao", "ax", "ax-h", "axr", "el", "em", "en", "eng", "nx", "hv", "ix", "ux", "zh"]] == \
+        ["aa", "ah", "ah", "er", "l", "m", "n", "ng", "n", "hh", "ih", "uw", "sh"]
+    assert sorted(p for p in PHONES if fold(p) == "sil") == sorted(["bcl", "dcl", "gcl", "kcl", "pcl", "tcl", "epi", "h#", "pau"])
+    assert all(fold(p) == p for p in ["aa", "b", "dx", "er", "iy", "s", "sh", "z"])
+
+
+def test_core_test_and_development_speakers_are_the_standard_sets():
+    assert sorted(CORE_TEST) == [f"dr{i}" for i in range(1, 9)]
+    for speakers in CORE_TEST.values():  # two men and one woman per dialect region
+        assert sorted(s[0] for s in speakers) == ["f", "m", "m"]
+    core = {s for v in CORE_TEST.values() for s in v}
+    assert len(core) == 24 and len(DEV_SPEAKERS) == 50 and not core & DEV_SPEAKERS
+
+
+def test_phn_lines_give_the_phone_at_each_frame_centre(tmp_path):
+    (tmp_path / "x.phn").write_text("0 300 h#\n300 520 sh\n520 530 q\n530 900 iy\n")
+    segments = read_phn(tmp_path / "x.phn")
+    centres = LogMel().frame_centres(5)  # 200, 360, 520, 680, 840
+    labels = frame_labels(segments, centres)
+    assert [PHONES[i] for i in labels] == ["h#", "sh", "q", "iy", "iy"]
+    assert list(frame_labels(segments, np.array([900, 5000]))) == [-1, -1]  # past the last phone
+    assert [PHONES39[i] for i in reference(segments)] == ["sil", "sh", "iy"]  # q removed
+
+
+def test_a_bad_phn_line_names_the_file_and_line(tmp_path):
+    (tmp_path / "x.phn").write_text("0 300 h#\n300 520 zz\n")
+    with pytest.raises(UserError, match=r"x\.phn, line 2.*'300 520 zz'"):
+        read_phn(tmp_path / "x.phn")
+
+
+@pytest.mark.parametrize("upper,audio", [(True, "sphere"), (False, "riff")])
+def test_layout_is_read_in_either_case_into_the_standard_splits(tmp_path, upper, audio):
+    write_timit(tmp_path, upper=upper, audio=audio)
+    utterances = scan(tmp_path)
+    by_split = {s: sorted({u.uid.split("_")[0] for u in utterances if u.split == s}) for s in ("train", "val", "test")}
+    assert by_split == {"train": ["fcjf0", "maeb0"], "val": ["faks0"], "test": ["fpas0", "mdab0"]}
+    assert all(u.uid.split("_")[1] in ("si1027", "sx37") for u in utterances)  # SA sentences dropped
+    assert len(utterances) == 2 * 5
+    assert {u.audio.name for u in utterances} == {"SI1027.WAV", "SX37.WAV"} if upper else {"si1027.wav", "sx37.wav"}
+
+
+def test_sphere_and_riff_corpora_give_the_same_examples(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERWISE_DATA", str(tmp_path / "data"))
+    write_timit(tmp_path / "data" / "timit", upper=True, audio="sphere", seed=3)
+    write_timit(tmp_path / "b", upper=False, audio="riff", seed=3)
+    a = Timit().load()  # found through $LAYERWISE_DATA/timit
+    b = Timit(root=str(tmp_path / "b")).load()
+    for sa, sb in zip((a.train, a.val, a.test), (b.train, b.val, b.test)):
+        index = torch.arange(len(sa))
+        assert torch.equal(sa.x[index], sb.x[index]) and torch.equal(sa.y, sb.y) and torch.equal(sa.groups, sb.groups)
+
+
+def test_examples_are_windows_labelled_from_the_phn_files_without_q(tmp_path):
+    write_timit(tmp_path, seed=1)
+    task = Timit(root=str(tmp_path), context=11)
+    data = task.load()
+    assert data.train.x.shape[1:] == task.input_shape == (1, 40, 11)
+    first = scan(tmp_path)[0]
+    signal, _ = read_audio(first.audio)
+    n = LogMel().num_frames(len(signal))
+    labels = frame_labels(read_phn(first.phn), LogMel().frame_centres(n))
+    expected = labels[(labels >= 0) & (labels != PHONES.index("q"))]
+    mine = data.train.y[data.train.groups == 0]
+    assert len(expected) < n and torch.equal(mine, torch.as_tensor(expected))
+    for split in (data.train, data.val, data.test):
+        assert not (split.y == PHONES.index("q")).any()
+        assert torch.all(torch.diff(split.groups) >= 0)  # each utterance's frames together, in order
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["TEST", "TRAIN"]  # the cache lives elsewhere
+
+
+def test_a_fresh_task_scores_with_the_references_read_from_the_corpus(tmp_path):
+    write_timit(tmp_path, seed=2)
+    data = Timit(root=str(tmp_path)).load()
+    REFERENCES.clear()  # as if scoring happened in another process
+    perfect = torch.nn.functional.one_hot(data.test.y, 61).float()
+    scores = Timit(root=str(tmp_path)).score(perfect, data.test)
+    assert scores["fer"] == 0 and scores["per"] == 0  # every fake phone spans several frames
+
+
+def test_edit_distance_counts_substitutions_deletions_and_insertions():
+    ref = [1, 2, 3, 4]
+    assert edit_distance([1, 2, 3, 4], ref) == 0
+    assert edit_distance([1, 9, 3, 4], ref) == 1  # one substitution
+    assert edit_distance([1, 3, 4], ref) == 1  # one deletion
+    assert edit_distance([1, 2, 7, 3, 4], ref) == 1  # one insertion
+    assert edit_distance([9, 2, 4, 5, 6], ref) == 4  # sub 1->9, del 3, ins 5, ins 6
+    assert edit_distance([], ref) == 4 and edit_distance([5, 6], []) == 2
+    assert list(merge_repeats([3, 3, -1, 3, 5, 5, 3])) == [3, 5, 3]
+
+
+def phones(*names):
+    return torch.tensor([PHONES.index(p) for p in names])
+
+
+def test_phone_error_rate_of_a_hand_worked_split(tmp_path):
+    # Three utterances; references after folding and merging: sil aa b sil | s iy | m aa n (9 phones).
+    texts = ["0 10 h#\n10 20 aa\n20 30 ao\n30 40 b\n40 50 pau\n", "0 10 s\n10 20 iy\n", "0 10 m\n10 20 aa\n20 30 n\n"]
+    task = Timit(root=str(tmp_path))
+    refs = REFERENCES[str(tmp_path)] = []
+    for i, text in enumerate(texts):
+        (tmp_path / f"{i}.phn").write_text(text)
+        refs.append(reference(read_phn(tmp_path / f"{i}.phn")))
+    truth = torch.cat([phones("h#", "aa", "ao", "ao", "b", "pau"), phones("s", "iy", "iy"), phones("m", "aa", "n")])
+    # sil aa ae b sil: one insertion; sh iy: one substitution; m n: one deletion.
+    pred = torch.cat([phones("h#", "ao", "ae", "b", "b", "h#"), phones("sh", "sh", "iy"), phones("m", "m", "n")])
+    groups = torch.tensor([0] * 6 + [1] * 3 + [2] * 3)
+    logits = torch.nn.functional.one_hot(pred, 61).float()
+    scores = task.score(logits, Split(torch.zeros(12, 1), truth, groups))
+    assert scores["per"] == pytest.approx(100 * 3 / 9)
+    # Frames wrong after folding: ao/ae, ao/b; s/sh, iy/sh; aa/m.
+    assert scores["fer"] == pytest.approx(100 * 5 / 12)
+
+
+def test_a_missing_or_wrong_root_names_the_path_the_layout_and_the_setting(tmp_path):
+    with pytest.raises(UserError, match=r"nowhere.*TRAIN/ and TEST/.*task_options\.timit\] root"):
+        Timit(root=str(tmp_path / "nowhere")).load()
+    (tmp_path / "other").mkdir()
+    with pytest.raises(UserError, match=r"other is not a TIMIT corpus.*DR1\.\.DR8.*task_options\.timit\] root"):
+        Timit(root=str(tmp_path / "other")).load()
+    assert not Timit(root=str(tmp_path / "other")).available()
+    write_timit(tmp_path / "ok")
+    assert Timit(root=str(tmp_path / "ok")).available()
+
+
+def test_task_is_registered_and_checks_its_options():
+    assert TASKS["timit"] is Timit
+    assert make_task(Timit, {"context": 15}, "test").input_shape == (1, 40, 15)
+    with pytest.raises(UserError, match="odd"):
+        make_task(Timit, {"context": 20}, "test")
