@@ -1,9 +1,10 @@
 """The registry of tasks: name -> Task class. Adding a task is one module and one line here."""
 
 from .base import Split, Task, TaskData, make_task  # noqa: F401
+from .images import Cifar10, Cifar100, Svhn
 from .suite import Digits, PrintedDigits, PrintedLetters
 
 TASKS = {
     cls.name: cls
-    for cls in [Digits, PrintedDigits, PrintedLetters]
+    for cls in [Digits, PrintedDigits, PrintedLetters, Cifar10, Cifar100, Svhn]
 }
