@@ -3,9 +3,11 @@
 Adding an architecture is one builder function and one line here.
 """
 
-from . import small
+from . import densenet, small
 
 ARCHS = {
     "alexnet-small": small.alexnet_small,
     "vgg-small": small.vgg_small,
+    "densenet6": densenet.densenet6,
+    "densenet-bc-100": densenet.densenet_bc_100,
 }
