@@ -1,0 +1,105 @@
+"""The command line: `layerwise demo | run | report | list`.
+
+User mistakes print one line naming what is wrong and exit with status 2; an interrupted run
+keeps every finished job and resumes when the same command runs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import UserError
+
+
+def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool) -> int:
+    from .config import load_config
+    from .report import report
+    from .sweep import Sweep
+
+    cfg = load_config(config, overrides)
+    out_dir = Path(out or Path("runs") / cfg.name)
+    sweep = Sweep(cfg, out_dir, progress=not quiet)
+    todo = sweep.pending()
+    print(f"{cfg.name}: {len(sweep.jobs)} jobs, {len(sweep.jobs) - len(todo)} already finished in {out_dir}, "
+          f"{len(todo)} to run on {sweep.device}", file=sys.stderr)
+    try:
+        sweep.run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished jobs are kept in {out_dir}; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"report: {report(out_dir)}")
+    return 0
+
+
+def cmd_report(run_dir: str) -> int:
+    from .report import report
+
+    print(f"report: {report(Path(run_dir))}")
+    return 0
+
+
+def cmd_list() -> int:
+    from .net import count_parameters
+    from .nets import ARCHS
+    from .tasks import TASKS
+
+    tasks = {name: cls() for name, cls in TASKS.items()}
+    print("tasks:")
+    print(f"  {'name':<18}{'classes':>8}  {'input shape':<14}{'metric':<22}{'data':<10}description")
+    for name, task in tasks.items():
+        metric = f"{task.metric} ({'lower' if task.lower_is_better else 'higher'} better)"
+        data = "available" if task.available() else "missing"
+        print(f"  {name:<18}{task.num_classes:>8}  {str(task.input_shape):<14}{metric:<22}{data:<10}{task.description}")
+    print("architectures (L_H and parameters for each input shape they build on, 10 outputs):")
+    shapes = list(dict.fromkeys(task.input_shape for task in tasks.values()))
+    for name, builder in ARCHS.items():
+        built = []
+        for shape in shapes:
+            try:
+                net = builder(shape, 10)
+            except Exception:  # an architecture need not build on every shape
+                continue
+            built.append(f"{shape}: L_H={net.num_layers}, {count_parameters(net):,} parameters")
+        print(f"  {name:<18}" + ("; ".join(built) or "builds on none of the tasks' shapes"))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="layerwise", description="Measure how transferable each layer of a network "
+                                "is between tasks (gradual transfer learning).")
+    sub = p.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the embedded offline experiment end to end and write its report")
+    demo.add_argument("--out", help="run directory (default: runs/demo)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    run = sub.add_parser("run", help="run an experiment config (a TOML file or a bundled experiment's name)")
+    run.add_argument("config")
+    run.add_argument("--out", help="run directory (default: runs/NAME); running again resumes")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set train.epochs=2 --set seeds=[0,1,2]")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep = sub.add_parser("report", help="rebuild the figures and report.html of a run directory")
+    rep.add_argument("dir")
+    sub.add_parser("list", help="tasks and architectures")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return cmd_run("demo", args.out, [], args.quiet)
+        if args.command == "run":
+            return cmd_run(args.config, args.out, args.overrides, args.quiet)
+        if args.command == "report":
+            return cmd_report(args.dir)
+        return cmd_list()
+    except UserError as err:
+        print(f"layerwise: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Experiment configs: read a TOML file, apply `--set` overrides, check every key and value.
+
+Every mistake is a `UserError` naming the file, the key or value, and what is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .errors import UserError, unknown
+from .nets import ARCHS
+from .tasks import TASKS, Task, make_task
+from .train import TrainConfig
+
+REPORT_PANELS = ("pair", "pair-arch")
+
+
+@dataclass
+class ReportConfig:
+    panels: str = "pair"  # "pair": a panel per ordered pair, a line per arch; "pair-arch": a panel per both
+
+
+@dataclass
+class Config:
+    name: str = "experiment"
+    description: str = ""
+    tasks: List[str] = field(default_factory=list)
+    archs: List[str] = field(default_factory=list)
+    seeds: List[int] = field(default_factory=lambda: [0])
+    frozen: Union[str, List[int]] = "all"  # "all" = every l_c in 0..L_H
+    pairs: Union[str, List[List[str]]] = "all"  # "all" = every ordered pair with compatible shapes
+    train: TrainConfig = field(default_factory=TrainConfig)
+    task_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    arch_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    source: str = "<config>"  # where it came from, for messages
+
+    def task(self, name: str) -> Task:
+        return make_task(TASKS[name], self.task_options.get(name, {}), f"{self.source} [task_options.{name}]")
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+def bundled_experiments() -> Dict[str, Path]:
+    """The experiments that ship with the package, by name."""
+    folder = resources.files("layerwise") / "experiments"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def read_toml(path: Path) -> Dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; bundled experiments: "
+                        f"{', '.join(sorted(bundled_experiments()))}") from None
+    except OSError as err:
+        raise UserError(f"cannot read config file {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def parse_override(text: str) -> Tuple[List[str], Any]:
+    """`a.b=value` -> (["a", "b"], value); the value is read as TOML, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set expects key=value (e.g. train.epochs=2); got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {text!r}: {part!r} is not a table")
+        node[path[-1]] = value
+    return raw
+
+
+def _check_type(value, expected, key: str, where: str):
+    kinds = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise UserError(f"{where}: {key} must be {kinds.get(expected, expected.__name__)}; got {value!r}")
+
+
+def _dataclass_from(cls, table: Any, where: str):
+    """Build a small settings dataclass from a TOML table, rejecting unknown keys and wrong types."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where} must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
+    for key, value in table.items():
+        if key not in fields:
+            raise unknown("key", key, fields, where)
+        default = getattr(defaults, key)
+        if isinstance(default, list):
+            if not isinstance(value, list):
+                raise UserError(f"{where}: {key} must be a list; got {value!r}")
+        elif default is not None:
+            _check_type(value, type(default), key, where)
+    try:
+        return cls(**table)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def load_config(source: str, overrides: Optional[List[str]] = None) -> Config:
+    """A config from a file path or a bundled experiment's name, with `--set` overrides applied."""
+    path = Path(source)
+    if not path.exists() and source in bundled_experiments():
+        path = bundled_experiments()[source]
+    raw = apply_overrides(read_toml(path), overrides or [])
+    return config_from_dict(raw, str(path))
+
+
+def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
+    fields = {f.name for f in dataclasses.fields(Config)} - {"source"}
+    for key in raw:
+        if key not in fields:
+            raise unknown("config key", key, fields, where)
+    cfg = Config(source=where)
+    cfg.name = str(raw.get("name", Path(where).stem))
+    cfg.description = str(raw.get("description", ""))
+    for key, registry in (("tasks", TASKS), ("archs", ARCHS)):
+        names = raw.get(key)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{where}: {key} must be a non-empty list of names; valid: {', '.join(sorted(registry))}")
+        for name in names:
+            if name not in registry:
+                raise unknown(key[:-1], name, registry, f"{where} ({key})")
+        setattr(cfg, key, list(dict.fromkeys(names)))
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UserError(f"{where}: seeds must be a non-empty list of integers; got {seeds!r}")
+    cfg.seeds = list(dict.fromkeys(seeds))
+    frozen = raw.get("frozen", "all")
+    if frozen != "all" and not (isinstance(frozen, list) and frozen and all(isinstance(k, int) and not isinstance(k, bool) for k in frozen)):
+        raise UserError(f"{where}: frozen must be \"all\" or a list of integers (l_c values); got {frozen!r}")
+    cfg.frozen = frozen if frozen == "all" else sorted(set(frozen))
+    pairs = raw.get("pairs", "all")
+    if pairs != "all":
+        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise UserError(f"{where}: pairs must be \"all\" or a list of [primary, secondary] pairs; got {pairs!r}")
+        for a, b in pairs:
+            for name in (a, b):
+                if name not in cfg.tasks:
+                    raise UserError(f"{where}: pair [{a!r}, {b!r}] names {name!r}, which is not in tasks ({', '.join(cfg.tasks)})")
+            if a == b:
+                raise UserError(f"{where}: pair [{a!r}, {b!r}] transfers a task to itself; a pair needs two distinct tasks")
+    cfg.pairs = pairs
+    cfg.train = _dataclass_from(TrainConfig, raw.get("train", {}), f"{where} [train]")
+    cfg.report = _dataclass_from(ReportConfig, raw.get("report", {}), f"{where} [report]")
+    if cfg.report.panels not in REPORT_PANELS:
+        raise UserError(f"{where} [report]: panels must be one of {', '.join(REPORT_PANELS)}; got {cfg.report.panels!r}")
+    for key, registry in (("task_options", TASKS), ("arch_options", ARCHS)):
+        table = raw.get(key, {})
+        if not isinstance(table, dict):
+            raise UserError(f"{where}: {key} must be a table of tables")
+        for name, options in table.items():
+            if name not in registry:
+                raise unknown(key.split("_")[0], name, registry, f"{where} [{key}]")
+            if not isinstance(options, dict):
+                raise UserError(f"{where} [{key}.{name}] must be a table")
+        setattr(cfg, key, table)
+    for name in cfg.tasks:
+        cfg.task(name)  # checks the task's options now rather than halfway through a sweep
+    return cfg

@@ -1,0 +1,110 @@
+"""The run directory: the resolved config, one record per finished job, checkpoints, results.csv.
+
+    DIR/config.json            the resolved config of the last run in DIR
+    DIR/jobs/KEY.json          one record per finished job, written atomically
+    DIR/checkpoints/KEY.safetensors
+    DIR/results.csv            one row per (job, split, metric)
+
+A record's existence is what "finished" means, so a sweep stopped at any point and started again
+skips what is recorded and loses nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+
+RESULT_COLUMNS = ["arch", "source", "target", "seed", "frozen", "split", "metric", "value", "epoch", "key"]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.jobs = self.root / "jobs"
+        self.checkpoints = self.root / "checkpoints"
+
+    def create(self) -> "Store":
+        try:
+            self.jobs.mkdir(parents=True, exist_ok=True)
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create the run directory {self.root}: {err.strerror}") from None
+        return self
+
+    # config -----------------------------------------------------------------------------
+    def write_config(self, config: Dict[str, Any]) -> None:
+        write_atomic(self.root / "config.json", json.dumps(config, indent=2) + "\n")
+
+    def read_config(self) -> Dict[str, Any]:
+        path = self.root / "config.json"
+        if not path.exists():
+            raise UserError(f"{self.root} is not a layerwise run directory: {path} is missing")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path} is not valid JSON: {err}") from None
+
+    # records ----------------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        return (self.jobs / f"{key}.json").exists()
+
+    def write_record(self, record: Dict[str, Any]) -> None:
+        write_atomic(self.jobs / f"{record['key']}.json", json.dumps(record, indent=1) + "\n")
+
+    def record(self, key: str) -> Optional[Dict[str, Any]]:
+        path = self.jobs / f"{key}.json"
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def records(self, keys: Iterable[str]) -> List[Dict[str, Any]]:
+        return [r for r in (self.record(k) for k in keys) if r is not None]
+
+    # checkpoints ------------------------------------------------------------------------
+    def checkpoint_path(self, key: str) -> Path:
+        return self.checkpoints / f"{key}.safetensors"
+
+    def save_checkpoint(self, key: str, net: torch.nn.Module, metadata: Dict[str, str]) -> None:
+        path = self.checkpoint_path(key)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+        save_file(state, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, key: str, net: torch.nn.Module) -> torch.nn.Module:
+        path = self.checkpoint_path(key)
+        if not path.exists():
+            raise UserError(f"checkpoint {path} is missing; delete {self.jobs / (key + '.json')} to train that job again")
+        net.load_state_dict(load_file(str(path)))
+        return net
+
+    # results ----------------------------------------------------------------------------
+    def write_results(self, records: List[Dict[str, Any]]) -> Path:
+        """results.csv: one row per (job, split, metric); pandas.read_csv reads it as is."""
+        path = self.root / "results.csv"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(RESULT_COLUMNS)
+            for r in records:
+                for split in ("val", "test"):
+                    for metric, value in r[split].items():
+                        writer.writerow([r["arch"], r["source"] or "", r["target"], r["seed"],
+                                         "" if r["frozen"] is None else r["frozen"], split, metric,
+                                         f"{value:.6g}", r["best_epoch"], r["key"]])
+        os.replace(tmp, path)
+        return path

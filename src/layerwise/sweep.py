@@ -1,0 +1,246 @@
+"""Plan the jobs of an experiment and run them.
+
+A sweep trains each (task, architecture, seed) from scratch once. That model is the primary of
+every transfer out of the task and the baseline of every transfer into it. Then, for every
+ordered pair of distinct tasks with compatible input shapes and every `l_c`, it fine-tunes a
+transfer of the primary on the secondary task.
+
+Every job has a key derived from everything that determines its result; a finished job is never
+run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config
+from .errors import UserError
+from .net import LayeredNet, count_parameters
+from .nets import ARCHS
+from .store import Store
+from .tasks import Task, TaskData
+from .train import FitResult, TrainConfig, fit, resolve_device
+from .transfer import transfer
+
+KEY_VERSION = 1
+NOT_IDENTITY = {"root", "download"}  # task options that say where data lives, not what it is
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "scratch" or "transfer"
+    arch: str
+    target: str
+    seed: int
+    key: str
+    source: Optional[str] = None
+    frozen: Optional[int] = None
+    primary: Optional[str] = None  # key of the primary's scratch job, for transfers
+
+    def describe(self) -> str:
+        if self.kind == "scratch":
+            return f"{self.arch} {self.target} seed {self.seed}"
+        return f"{self.arch} {self.source}->{self.target} l_c={self.frozen} seed {self.seed}"
+
+
+def digest(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def task_identity(task: Task) -> dict:
+    return {"name": task.name, **{k: v for k, v in task.options().items() if k not in NOT_IDENTITY}}
+
+
+def build(cfg: Config, arch: str, task: Task) -> LayeredNet:
+    options = cfg.arch_options.get(arch, {})
+    try:
+        return ARCHS[arch](task.input_shape, task.num_classes, **options)
+    except TypeError as err:
+        raise UserError(f"{cfg.source} [arch_options.{arch}]: {err}") from None
+
+
+def ordered_pairs(cfg: Config, tasks: Dict[str, Task]) -> List[Tuple[str, str]]:
+    if cfg.pairs != "all":
+        for a, b in cfg.pairs:
+            if tasks[a].input_shape != tasks[b].input_shape:
+                raise UserError(f"{cfg.source}: pair [{a!r}, {b!r}] has incompatible input shapes: "
+                                f"{a} gives {tasks[a].input_shape}, {b} gives {tasks[b].input_shape}; "
+                                "a transfer needs the same input shape")
+        return [tuple(p) for p in cfg.pairs]
+    return [(a, b) for a in cfg.tasks for b in cfg.tasks
+            if a != b and tasks[a].input_shape == tasks[b].input_shape]
+
+
+def plan(cfg: Config) -> List[Job]:
+    """Primaries first, then transfers grouped by (arch, seed, primary, secondary) with `l_c`
+    ascending, so a frozen-prefix cache can advance one layer at a time."""
+    tasks = {name: cfg.task(name) for name in cfg.tasks}
+    train = dataclasses.asdict(cfg.train)
+    for k in ("device", "amp", "channels_last", "cache_prefix", "cache_limit_gb", "eval_batch_size"):
+        train.pop(k)  # how a job runs, not what it computes
+    jobs, scratch = [], {}
+    for arch in cfg.archs:
+        for seed in cfg.seeds:
+            for name, task in tasks.items():
+                spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch, "arch_options": cfg.arch_options.get(arch, {}),
+                        "task": task_identity(task), "seed": seed, "train": train}
+                job = Job("scratch", arch, name, seed, digest(spec))
+                scratch[arch, seed, name] = job
+                jobs.append(job)
+    pairs = ordered_pairs(cfg, tasks)
+    for arch in cfg.archs:
+        depth = build(cfg, arch, tasks[cfg.tasks[0]]).num_layers
+        values = range(depth + 1) if cfg.frozen == "all" else cfg.frozen
+        bad = [k for k in values if not 0 <= k <= depth]
+        if bad:
+            raise UserError(f"{cfg.source}: frozen value {bad[0]} is out of range for {arch}, "
+                            f"which has L_H = {depth}; valid l_c values: 0..{depth}")
+        for seed in cfg.seeds:
+            for source, target in pairs:
+                primary = scratch[arch, seed, source]
+                for frozen in values:
+                    spec = {"v": KEY_VERSION, "kind": "transfer", "primary": primary.key,
+                            "task": task_identity(tasks[target]), "frozen": frozen, "seed": seed, "train": train}
+                    jobs.append(Job("transfer", arch, target, seed, digest(spec), source, frozen, primary.key))
+    return jobs
+
+
+class PrefixCache:
+    """Outputs of a primary's first `l_c` layers on a secondary task's splits.
+
+    Computed once per (primary, secondary, l_c) and advanced to l_c + 1 by one more layer. The
+    prefix runs in evaluation mode, exactly as the frozen layers of a transfer do while it trains.
+    """
+
+    def __init__(self, primary: LayeredNet, data: TaskData, cfg: TrainConfig):
+        self.primary, self.raw, self.cfg = primary.eval(), data, cfg
+        self.level, self.data = 0, data
+
+    def bytes_at(self, level: int) -> int:
+        one = self.raw.train.x[torch.arange(1, device=self.raw.train.y.device)]
+        with torch.no_grad():
+            numel = self.primary.features(one, upto=level)[0].numel()
+        total = len(self.raw.train) + len(self.raw.val) + len(self.raw.test)
+        return numel * total * 4
+
+    @torch.no_grad()
+    def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
+        step = self.cfg.eval_batch_size
+        device = self.raw.train.y.device
+        parts = [self.primary.features(x[torch.arange(i, min(i + step, n), device=device)], upto=stop, start=start)
+                 for i in range(0, n, step)]
+        return torch.cat(parts)
+
+    def at(self, level: int) -> Optional[TaskData]:
+        """The splits as seen after `level` layers, or None when that would not fit in memory."""
+        if level < self.level:
+            self.level, self.data = 0, self.raw
+        if level == self.level:
+            return self.data
+        if self.bytes_at(level) > self.cfg.cache_limit_gb * 2**30:
+            return None
+        splits = []
+        for split in (self.data.train, self.data.val, self.data.test):
+            x = self._advance(split.x, self.level, level, len(split))
+            splits.append(dataclasses.replace(split, x=x))
+        self.level, self.data = level, TaskData(*splits)
+        return self.data
+
+
+class Sweep:
+    """Runs a plan into a store, loading each task's data once and reusing primaries."""
+
+    def __init__(self, cfg: Config, out: Path, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.store = Store(out)
+        self.jobs = plan(cfg)
+        self.device = resolve_device(cfg.train.device)
+        self._data: Dict[Tuple[str, int], TaskData] = {}
+        self._primary: Optional[Tuple[str, LayeredNet]] = None
+        self._cache: Optional[Tuple[Tuple[str, str], PrefixCache]] = None
+
+    def pending(self) -> List[Job]:
+        return [job for job in self.jobs if not self.store.has(job.key)]
+
+    def data(self, name: str, seed: int) -> TaskData:
+        """A task's splits on the device. A task may hold out its validation split by seed, so
+        data is kept per seed, and only for the seed at hand (jobs come seed by seed)."""
+        if (name, seed) not in self._data:
+            self._data = {k: v for k, v in self._data.items() if k[1] == seed}
+            self._data[name, seed] = self.cfg.task(name).load(seed).to(self.device)
+        return self._data[name, seed]
+
+    def primary(self, job: Job) -> LayeredNet:
+        if self._primary is None or self._primary[0] != job.primary:
+            net = build(self.cfg, job.arch, self.cfg.task(job.source))
+            self.store.load_checkpoint(job.primary, net)
+            self._primary = (job.primary, net.to(self.device).eval())
+        return self._primary[1]
+
+    def run(self) -> List[Job]:
+        self.store.create()
+        self.store.write_config(self.cfg.to_dict())
+        todo = self.pending()
+        bar = tqdm(total=len(self.jobs), initial=len(self.jobs) - len(todo), unit="job",
+                   disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
+        try:
+            for job in todo:
+                bar.set_description(job.describe())
+                self.run_job(job, lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}"))
+                self.store.write_results(self.store.records(j.key for j in self.jobs))
+                bar.update()
+        finally:
+            bar.close()
+        return todo
+
+    def run_job(self, job: Job, on_epoch=None) -> dict:
+        task = self.cfg.task(job.target)
+        data = self.data(job.target, job.seed)
+        start, cached = 0, None
+        if job.kind == "scratch":
+            torch.manual_seed(job.seed)  # the initial weights
+            net = build(self.cfg, job.arch, task).to(self.device)
+        else:
+            primary = self.primary(job)
+            torch.manual_seed(job.seed)  # the new head: the same for every l_c of a seed
+            net = transfer(primary, task.num_classes, job.frozen)
+            if self.cfg.train.cache_prefix and task.deterministic and job.frozen > 0:
+                cached = self.prefix(job, primary, data).at(job.frozen)
+                start = job.frozen if cached is not None else 0
+        result = fit(net, task, data if cached is None else cached, self.cfg.train, job.seed, start=start, on_epoch=on_epoch)
+        self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
+        record = self.record(job, task, net, result, cached_prefix=cached is not None)
+        self.store.write_record(record)
+        return record
+
+    def prefix(self, job: Job, primary: LayeredNet, data: TaskData) -> PrefixCache:
+        ident = (job.primary, job.target)
+        if self._cache is None or self._cache[0] != ident:
+            self._cache = (ident, PrefixCache(primary, data, self.cfg.train))
+        return self._cache[1]
+
+    def record(self, job: Job, task: Task, net: LayeredNet, result: FitResult, cached_prefix: bool) -> dict:
+        return {
+            **dataclasses.asdict(job),
+            "metric": task.metric, "lower_is_better": task.lower_is_better,
+            "num_layers": net.num_layers, "parameters": count_parameters(net),
+            "best_epoch": result.best_epoch, "val": result.val, "test": result.test,
+            "history": result.history, "seconds": round(result.seconds, 3),
+            "cached_prefix": cached_prefix, "device": str(self.device),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+
+def run(cfg: Config, out: Path, progress: bool = True) -> Sweep:
+    sweep = Sweep(cfg, out, progress)
+    sweep.run()
+    return sweep

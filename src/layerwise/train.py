@@ -1,0 +1,166 @@
+"""Fit one network on one task and evaluate it.
+
+Only parameters that require grad reach the optimizer, so a frozen layer gets neither gradient
+nor optimizer state (nor weight decay). The epoch is chosen by the validation metric and the
+record holds validation and test metrics at that epoch. The same seed gives the same numbers on
+the CPU: shuffling, augmentation and dropout each draw from seeded generators.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from .errors import UserError
+from .net import LayeredNet
+from .tasks.base import Split, Task, TaskData
+
+
+@dataclass
+class TrainConfig:
+    """The training budget and recipe; every run of one sweep gets the same one."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    optimizer: str = "adam"  # "adam" | "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" | "step" | "cosine"
+    milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # "step": fractions of the run
+    gamma: float = 0.1  # "step": factor at each milestone
+    device: str = "auto"  # "auto" (cuda when present) | "cpu" | "cuda" | "cuda:1" ...
+    amp: bool = False  # mixed precision (float16 on CUDA, bfloat16 on CPU)
+    channels_last: bool = False
+    cache_prefix: bool = True  # train on cached frozen-prefix outputs when inputs are deterministic
+    cache_limit_gb: float = 2.0  # largest prefix-output cache held in memory per secondary task
+
+    def __post_init__(self):
+        choices = {"optimizer": ("adam", "sgd"), "schedule": ("constant", "step", "cosine")}
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise UserError(f"train.{key} must be one of {', '.join(valid)}; got {getattr(self, key)!r}")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise UserError(f"train.{key} must be at least 1; got {getattr(self, key)!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device = {name!r} but this machine has no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def lr_factor(cfg: TrainConfig, progress: float) -> float:
+    """The learning-rate multiplier at `progress` (0..1) of the run."""
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(progress >= m for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def better(value: float, best: Optional[float], lower_is_better: bool) -> bool:
+    return best is None or (value < best if lower_is_better else value > best)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    val: Dict[str, float]
+    test: Dict[str, float]
+    history: List[Dict[str, float]]
+    seconds: float
+
+
+def _prepare(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    if cfg.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def evaluate(net: LayeredNet, task: Task, split: Split, cfg: TrainConfig, start: int = 0) -> Dict[str, float]:
+    """Metrics of one split: logits for every example (in order), then the task's own scoring."""
+    net.eval()
+    device = split.y.device
+    chunks = []
+    for i in range(0, len(split), cfg.eval_batch_size):
+        idx = torch.arange(i, min(i + cfg.eval_batch_size, len(split)), device=device)
+        with torch.autocast(device.type, enabled=cfg.amp):
+            chunks.append(net(_prepare(split.x[idx], cfg), start=start).float())
+    logits = torch.cat(chunks).cpu()
+    groups = None if split.groups is None else split.groups.cpu()
+    return task.score(logits, Split(None, split.y.cpu(), groups))
+
+
+def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int, start: int = 0,
+        on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None) -> FitResult:
+    """Train `net` on `data` (already on the training device) for `cfg.epochs` epochs.
+
+    `start > 0` means the inputs are the outputs of the net's first `start` (frozen) layers,
+    computed once elsewhere; the forward pass then begins at layer `start`. Augmentation applies
+    only to raw inputs, which is why prefix caching is used only for deterministic tasks.
+    """
+    began = time.perf_counter()
+    device = data.train.y.device
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
+    torch.manual_seed(seed)  # dropout
+    shuffle = torch.Generator().manual_seed(seed)
+    augment = torch.Generator(device=device).manual_seed(seed)
+    optimizer = make_optimizer(net.trainable_parameters(), cfg)
+    n = len(data.train)
+    total_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step / total_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+
+    best, best_epoch, best_state, history = None, 0, None, []
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        order = torch.randperm(n, generator=shuffle).to(device)
+        running, batches = 0.0, 0
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            if len(idx) < 2:  # a lone example breaks batch norm and teaches nothing
+                scheduler.step()
+                continue
+            x = data.train.x[idx]
+            if start == 0 and not task.deterministic:
+                x = task.augment(x, augment)
+            with torch.autocast(device.type, enabled=cfg.amp):
+                loss = task.loss(net(_prepare(x, cfg), start=start), data.train.y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            running += loss.item()
+            batches += 1
+        val = evaluate(net, task, data.val, cfg, start)
+        history.append({"epoch": epoch, "train_loss": running / max(batches, 1), **{f"val_{k}": v for k, v in val.items()}})
+        if on_epoch:
+            on_epoch(epoch, val)
+        if better(val[task.metric], best, task.lower_is_better):
+            best, best_epoch = val[task.metric], epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    val = history[best_epoch - 1]
+    test = evaluate(net, task, data.test, cfg, start)
+    val_metrics = {k[4:]: v for k, v in val.items() if k.startswith("val_")}
+    return FitResult(best_epoch, val_metrics, test, history, time.perf_counter() - began)

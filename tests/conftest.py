@@ -1,0 +1,44 @@
+import os
+
+import pytest
+import torch
+
+from layerwise.config import config_from_dict
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory):
+    """Generated task data goes to one temporary folder for the whole test session."""
+    path = tmp_path_factory.mktemp("data")
+    os.environ["LAYERWISE_DATA"] = str(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+
+
+TINY = {
+    "name": "tiny",
+    "tasks": ["digits", "printed-digits"],
+    "archs": ["alexnet-small"],
+    "seeds": [0],
+    "frozen": [0, 2, 6],
+    "train": {"epochs": 2, "batch_size": 64},
+    "task_options": {"printed-digits": {"per_class": 20}},
+    "arch_options": {"alexnet-small": {"width": 4, "hidden": 16}},
+}
+
+
+@pytest.fixture
+def tiny_raw():
+    """A config dict small enough to run a whole sweep in a few seconds."""
+    import copy
+
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def tiny(tiny_raw):
+    return config_from_dict(tiny_raw, "tiny.toml")

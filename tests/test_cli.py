@@ -1,0 +1,125 @@
+"""The command line end to end, and every user mistake it must explain."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from layerwise.cli import main
+
+
+def write_config(tmp_path, raw):
+    lines = [f'name = "{raw["name"]}"', f"tasks = {json.dumps(raw['tasks'])}", f"archs = {json.dumps(raw['archs'])}",
+             f"seeds = {raw['seeds']}", f"frozen = {json.dumps(raw['frozen'])}", "[train]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in raw["train"].items()]
+    for table in ("task_options", "arch_options"):
+        for name, options in raw[table].items():
+            lines.append(f'[{table}."{name}"]')
+            lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
+    path = tmp_path / "tiny.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def layerwise(*args, cwd=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "layerwise", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_run_writes_results_and_report_and_a_rerun_resumes(tmp_path, tiny_raw):
+    config = write_config(tmp_path, tiny_raw)
+    out = tmp_path / "run"
+    done = layerwise("run", str(config), "--out", str(out), "--set", "train.epochs=1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {"arch", "source", "target", "seed", "frozen", "split", "metric", "value"} <= set(rows[0])
+    transfers = {(r["source"], r["target"], r["frozen"]) for r in rows if r["source"]}
+    assert transfers == {(a, b, k) for a, b in [("digits", "printed-digits"), ("printed-digits", "digits")] for k in "026"}
+    assert {(r["target"], r["frozen"]) for r in rows if not r["source"]} == {("digits", ""), ("printed-digits", "")}
+    assert {r["split"] for r in rows} == {"val", "test"}
+    for name in ("report.html", "curves.png", "transferability.png", "asymmetry.csv", "config.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
+    assert len(list((out / "checkpoints").glob("*.safetensors"))) == 8
+    html = (out / "report.html").read_text()
+    assert "Nonsymmetry" in html and "curves.png" in html
+
+    again = layerwise("run", str(config), "--out", str(out), "--set", "train.epochs=1")
+    assert again.returncode == 0 and "8 already finished" in again.stderr and "0 to run" in again.stderr
+
+    (out / "report.html").unlink()
+    rebuilt = layerwise("report", str(out))
+    assert rebuilt.returncode == 0 and (out / "report.html").exists()
+
+
+def test_list_shows_tasks_and_architectures(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "digits" in text and "printed-letters" in text and "26" in text
+    assert "alexnet-small" in text and "L_H=6" in text and "available" in text
+
+
+def mistake(capsys, *argv):
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layerwise: error: ") and "Traceback" not in err
+    return err
+
+
+def test_unknown_task_names_the_valid_ones(capsys, tmp_path, tiny_raw):
+    config = write_config(tmp_path, tiny_raw)
+    err = mistake(capsys, "run", str(config), "--set", 'tasks=["digits","mnist"]')
+    assert "'mnist'" in err and "printed-letters" in err and str(config) in err
+
+
+def test_unknown_architecture(capsys, tmp_path, tiny_raw):
+    config = write_config(tmp_path, tiny_raw)
+    err = mistake(capsys, "run", str(config), "--set", 'archs=["resnet"]')
+    assert "'resnet'" in err and "vgg-small" in err
+
+
+@pytest.mark.parametrize("override, words", [
+    ("epochs=3", ["config key 'epochs'", "train"]),
+    ("train.epoch=3", ["'epoch'", "[train]", "epochs"]),
+    ("train.epochs=many", ["epochs must be an integer", "'many'"]),
+    ("train.optimizer=rmsprop", ["optimizer must be one of adam, sgd", "rmsprop"]),
+    ("task_options.digits.colour=1", ["'colour'", "size", "split_seed"]),
+    ("frozen=[0,9]", ["frozen value 9", "alexnet-small", "0..6"]),
+    ("seeds=[]", ["seeds must be a non-empty list"]),
+])
+def test_config_mistakes_name_the_key_and_what_is_valid(capsys, tmp_path, tiny_raw, override, words):
+    config = write_config(tmp_path, tiny_raw)
+    err = mistake(capsys, "run", str(config), "--set", override, "--out", str(tmp_path / "run"))
+    for word in words:
+        assert word in err
+
+
+def test_incompatible_shapes_between_primary_and_secondary(capsys, tmp_path, tiny_raw):
+    config = write_config(tmp_path, tiny_raw)
+    err = mistake(capsys, "run", str(config), "--set", "task_options.digits.size=8", "--set",
+                  'pairs=[["digits","printed-digits"]]')
+    assert "incompatible input shapes" in err and "(1, 8, 8)" in err
+
+
+def test_unreadable_and_malformed_configs(capsys, tmp_path):
+    err = mistake(capsys, "run", str(tmp_path / "missing.toml"))
+    assert "missing.toml does not exist" in err and "demo" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ntasks = ["digits",, ]\n')
+    err = mistake(capsys, "run", str(bad))
+    assert "bad.toml is not valid TOML" in err and "line" in err
+
+
+def test_report_of_a_folder_that_is_not_a_run(capsys, tmp_path):
+    err = mistake(capsys, "report", str(tmp_path))
+    assert "not a layerwise run directory" in err and "config.json" in err
+
+
+def test_a_user_mistake_exits_2_without_a_traceback_from_the_shell(tmp_path):
+    done = layerwise("run", str(tmp_path / "nope.toml"))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "nope.toml" in done.stderr

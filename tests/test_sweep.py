@@ -1,0 +1,135 @@
+"""Planning, frozen-prefix caching and resuming."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from layerwise import UserError
+from layerwise.config import config_from_dict
+from layerwise.sweep import PrefixCache, Sweep, plan
+import layerwise.sweep as sweep_module
+
+
+def test_each_primary_is_trained_once_and_is_the_baseline_of_transfers_into_its_task(tiny_raw):
+    tiny_raw["tasks"] = ["digits", "printed-digits", "printed-letters"]
+    tiny_raw["archs"] = ["alexnet-small", "vgg-small"]
+    tiny_raw["seeds"] = [0, 1]
+    tiny_raw["frozen"] = "all"
+    jobs = plan(config_from_dict(tiny_raw))
+    scratch = [j for j in jobs if j.kind == "scratch"]
+    transfers = [j for j in jobs if j.kind == "transfer"]
+    assert len(scratch) == 3 * 2 * 2
+    assert len(transfers) == 6 * 2 * 2 * 7  # ordered pairs x archs x seeds x (L_H + 1)
+    assert len({j.key for j in jobs}) == len(jobs)
+    keys = {(j.arch, j.seed, j.target): j.key for j in scratch}
+    assert all(t.primary == keys[t.arch, t.seed, t.source] for t in transfers)
+    assert {(t.source, t.target) for t in transfers} == {(a, b) for a in tiny_raw["tasks"] for b in tiny_raw["tasks"] if a != b}
+    first_transfer = jobs.index(transfers[0])
+    assert all(j.kind == "scratch" for j in jobs[:first_transfer])
+
+
+def test_job_keys_depend_on_what_determines_the_result_only(tiny_raw):
+    base = {j.describe(): j.key for j in plan(config_from_dict(tiny_raw))}
+    tiny_raw["train"]["device"] = "cpu"
+    tiny_raw["train"]["cache_prefix"] = False
+    assert {j.describe(): j.key for j in plan(config_from_dict(tiny_raw))} == base
+    tiny_raw["train"]["lr"] = 0.01
+    changed = {j.describe(): j.key for j in plan(config_from_dict(tiny_raw))}
+    assert not set(changed.values()) & set(base.values())
+
+
+def test_pairs_with_incompatible_shapes_are_skipped_unless_asked_for(tiny_raw):
+    tiny_raw["task_options"]["digits"] = {"size": 8}
+    jobs = plan(config_from_dict(tiny_raw))
+    assert [j.kind for j in jobs] == ["scratch", "scratch"]
+    tiny_raw["pairs"] = [["digits", "printed-digits"]]
+    with pytest.raises(UserError, match=r"incompatible input shapes.*\(1, 8, 8\).*\(1, 16, 16\)"):
+        plan(config_from_dict(tiny_raw))
+
+
+def test_the_prefix_cache_matches_the_plain_computation_layer_by_layer(tiny):
+    sweep = Sweep(tiny, "/nonexistent", progress=False)
+    torch.manual_seed(0)
+    net = sweep_module.build(tiny, "alexnet-small", tiny.task("digits")).eval()
+    data = sweep.data("printed-digits", 0)
+    cache = PrefixCache(net, data, tiny.train)
+    for level in (1, 2, 4, 6, 3):
+        got = cache.at(level)
+        with torch.no_grad():
+            want = net.features(data.test.x, upto=level)
+        torch.testing.assert_close(got.test.x, want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(got.test.y, data.test.y)
+
+
+def test_a_prefix_too_large_for_the_memory_limit_is_not_cached(tiny):
+    tiny.train = dataclasses.replace(tiny.train, cache_limit_gb=1e-6)
+    sweep = Sweep(tiny, "/nonexistent", progress=False)
+    net = sweep_module.build(tiny, "alexnet-small", tiny.task("digits"))
+    assert PrefixCache(net, sweep.data("digits", 0), tiny.train).at(1) is None
+
+
+def run_all(cfg, out):
+    sweep = Sweep(cfg, out, progress=False)
+    sweep.run()
+    return {j.describe(): sweep.store.record(j.key) for j in sweep.jobs}
+
+
+def test_cached_and_uncached_transfers_give_the_same_result(tiny, tmp_path):
+    cached = run_all(tiny, tmp_path / "cached")
+    tiny.train = dataclasses.replace(tiny.train, cache_prefix=False)
+    plain = run_all(tiny, tmp_path / "plain")
+    assert any(r["cached_prefix"] for r in cached.values())
+    assert not any(r["cached_prefix"] for r in plain.values())
+    for name, record in cached.items():
+        assert record["best_epoch"] == plain[name]["best_epoch"], name
+        for split in ("val", "test"):
+            assert record[split] == pytest.approx(plain[name][split], abs=1e-6), name
+        losses = [h["train_loss"] for h in record["history"]]
+        assert losses == pytest.approx([h["train_loss"] for h in plain[name]["history"]], rel=1e-4), name
+
+
+def test_a_rerun_resumes_and_runs_only_what_is_missing(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    first = run_all(tiny, out)
+    jobs = Sweep(tiny, out, progress=False).jobs
+    removed = [jobs[1], jobs[-1]]
+    for job in removed:
+        (out / "jobs" / f"{job.key}.json").unlink()
+    ran = []
+    real = Sweep.run_job
+    monkeypatch.setattr(Sweep, "run_job", lambda self, job, on_epoch=None: ran.append(job) or real(self, job, on_epoch))
+    again = run_all(tiny, out)
+    assert ran == removed
+    # a job is pure: running it again gives the same record
+    for job in removed:
+        a, b = first[job.describe()], again[job.describe()]
+        assert (a["val"], a["test"], a["history"]) == (b["val"], b["test"], b["history"])
+    ran.clear()
+    run_all(tiny, out)
+    assert ran == []
+
+
+def test_a_sweep_stopped_halfway_keeps_what_finished(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = []
+    real = sweep_module.fit
+
+    def crash_on_fourth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "fit", crash_on_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        Sweep(tiny, out, progress=False).run()
+    records = list((out / "jobs").glob("*.json"))
+    assert len(records) == 3 and all(json.loads(p.read_text())["test"] for p in records)
+    assert not list(out.rglob("*.tmp*"))
+    monkeypatch.setattr(sweep_module, "fit", real)
+    sweep = Sweep(tiny, out, progress=False)
+    assert len(sweep.pending()) == len(sweep.jobs) - 3
+    sweep.run()
+    assert sweep.pending() == []
