@@ -12,6 +12,7 @@ import torch
 
 from layerwise import UserError
 from layerwise import fetch as fetching
+from layerwise.cli import main
 from layerwise.tasks import TASKS
 from layerwise.tasks.images import Images, random_crop_flip
 
@@ -224,11 +225,13 @@ def test_fetch_refuses_a_download_that_fails_its_checksum(tmp_path, server, monk
     assert not (tmp_path / "data" / "cifar-10-python.tar.gz").exists()  # nothing half-checked is left
 
 
-def test_fetch_failure_names_the_url(tmp_path, monkeypatch):
+def test_a_failed_download_names_the_url_the_file_and_the_command(tmp_path, monkeypatch):
     monkeypatch.setitem(fetching.CORPORA, "cifar10", fetching.Corpus(
         "cifar10", (fetching.Remote("http://127.0.0.1:9/cifar-10-python.tar.gz", "0" * 32),)))
-    with pytest.raises(UserError, match=r"could not download http://127.0.0.1:9/cifar-10-python.tar.gz"):
-        fetching.fetch("cifar10", str(tmp_path), progress=False)
+    with pytest.raises(UserError, match=r"could not download http://127.0.0.1:9/cifar-10-python.tar.gz") as err:
+        TASKS["cifar10"](root=str(tmp_path), download=True).load()
+    assert f"`layerwise fetch cifar10 --root {tmp_path}`" in str(err.value)
+    assert f"put cifar-10-python.tar.gz in {tmp_path}" in str(err.value)
 
 
 def test_download_on_first_use_fetches_then_loads(tmp_path, server, monkeypatch):
@@ -247,9 +250,11 @@ def test_fetch_command_line_puts_files_in_root(tmp_path, server, monkeypatch, ca
     served, url = server
     write_svhn(served)
     serve_as_official(monkeypatch, served, url, "svhn")
-    assert fetching.main(["svhn", "--root", str(tmp_path / "d")]) == 0
+    assert main(["fetch", "svhn", "--root", str(tmp_path / "d")]) == 0
     assert (tmp_path / "d" / "test_32x32.mat").is_file()
     assert str(tmp_path / "d" / "train_32x32.mat") in capsys.readouterr().out
+    assert main(["fetch", "mnist"]) == 2
+    assert "unknown corpus 'mnist'; valid: cifar10, cifar100, svhn, svhn-extra" in capsys.readouterr().err
 
 
 def test_registry_holds_the_official_sources():
@@ -294,3 +299,10 @@ def test_images_move_as_bytes_and_index_on_any_device(tmp_path):
 def test_labels_leave_out_where_the_files_come_from():
     assert TASKS["cifar10"](root="/x", download=True, verify=False).label() == "cifar10"
     assert TASKS["svhn"](extra=True).label() == "svhn[extra=True]"
+
+
+def test_where_the_files_come_from_does_not_change_a_jobs_identity():
+    from layerwise.sweep import task_identity
+
+    assert task_identity(TASKS["cifar10"](root="/x", download=True, verify=False)) == task_identity(TASKS["cifar10"]())
+    assert task_identity(TASKS["cifar10"](split_seed=1)) != task_identity(TASKS["cifar10"]())

@@ -6,14 +6,12 @@ done by pooch: it downloads with a progress bar, checks the MD5 published for ea
 file that is already there and correct, and replaces one that is not. A failed download or a
 checksum mismatch becomes a `UserError` naming the URL and the file.
 
-From the command line: `layerwise fetch NAME [--root DIR]` (or `python -m layerwise.fetch`).
+From the command line: `layerwise fetch NAME [--root DIR]`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -82,8 +80,9 @@ def fetch(name: str, root: Optional[str] = None, progress: bool = True) -> List[
                             f"MD5 {remote.md5} ({err}); the download is corrupt or truncated: run "
                             f"`{fetch_command(name, root)}` again") from None
         except Exception as err:  # network errors come from requests, os errors from the disk
-            raise UserError(f"could not download {remote.url} to {folder / remote.filename}: "
-                            f"{type(err).__name__}: {err}") from None
+            raise UserError(f"could not download {remote.url} to {folder / remote.filename} "
+                            f"({type(err).__name__}: {err}). Run `{fetch_command(name, root)}` where the "
+                            f"network is reachable, or put {remote.filename} in {folder} yourself") from None
         paths.append(Path(path))
     return paths
 
@@ -103,21 +102,3 @@ def verify(path: Path, remote: Remote, name: str, root: Optional[str]) -> None:
         raise UserError(f"{path} has MD5 {actual}, not the published {remote.md5} of {remote.url}: the file is "
                         f"corrupt or truncated (or not the official file). Delete it and run "
                         f"`{fetch_command(name, root)}`, or set the task option verify = false to read it anyway")
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="layerwise fetch", description="Download a corpus from its official source.")
-    parser.add_argument("name", choices=sorted(CORPORA))
-    parser.add_argument("--root", help="directory for the files (default: $LAYERWISE_DATA/<corpus> or ~/.cache/layerwise/<corpus>)")
-    args = parser.parse_args(argv)
-    try:
-        for path in fetch(args.name, args.root):
-            print(path)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
