@@ -1,6 +1,7 @@
 """The paper's image experiment, end to end through the command line, on tiny official-format files."""
 
 import csv
+import json
 
 import pytest
 
@@ -32,6 +33,11 @@ def test_paper_images_runs_every_ordered_pair_from_the_command_line(tmp_path, mo
     assert transfers == {(a, b, k) for a in tasks for b in tasks if a != b for k in map(str, range(7))}
     assert {r["arch"] for r in rows} == {"densenet6"}
     assert (out / "report.html").is_file()
+    # SVHN is not augmented, so transfers into it train on the cached outputs of the frozen layers;
+    # CIFAR is, so its transfers run the frozen layers on every augmented batch.
+    records = [json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")]
+    cached = {(r["target"], r["cached_prefix"]) for r in records if r["kind"] == "transfer" and r["frozen"] > 0}
+    assert cached == {("svhn", True), ("cifar10", False), ("cifar100", False)}
 
 
 def test_paper_images_says_how_to_fetch_missing_data(tmp_path, monkeypatch, capsys):
