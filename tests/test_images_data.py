@@ -4,7 +4,6 @@ import functools
 import gzip
 import http.server
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
