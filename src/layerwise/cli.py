@@ -1,4 +1,4 @@
-"""The command line: `layerwise demo | run | report | list`.
+"""The command line: `layerwise demo | run | report | list | fetch`.
 
 User mistakes print one line naming what is wrong and exit with status 2; an interrupted run
 keeps every finished job and resumes when the same command runs again.
@@ -67,6 +67,14 @@ def cmd_list() -> int:
     return 0
 
 
+def cmd_fetch(name: str, root: Optional[str]) -> int:
+    from .fetch import fetch
+
+    for path in fetch(name, root):
+        print(path)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="layerwise", description="Measure how transferable each layer of a network "
                                 "is between tasks (gradual transfer learning).")
@@ -83,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild the figures and report.html of a run directory")
     rep.add_argument("dir")
     sub.add_parser("list", help="tasks and architectures")
+    fetch = sub.add_parser("fetch", help="download a corpus from its official source, checked by MD5")
+    fetch.add_argument("name", help="cifar10, cifar100, svhn or svhn-extra")
+    fetch.add_argument("--root", help="directory for the files (default: $LAYERWISE_DATA/<task>, else ~/.cache/layerwise/<task>)")
     return p
 
 
@@ -95,6 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_run(args.config, args.out, args.overrides, args.quiet)
         if args.command == "report":
             return cmd_report(args.dir)
+        if args.command == "fetch":
+            return cmd_fetch(args.name, args.root)
         return cmd_list()
     except UserError as err:
         print(f"layerwise: error: {err}", file=sys.stderr)

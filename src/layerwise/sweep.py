@@ -32,7 +32,7 @@ from .train import FitResult, TrainConfig, fit, resolve_device
 from .transfer import transfer
 
 KEY_VERSION = 1
-NOT_IDENTITY = {"root", "download"}  # task options that say where data lives, not what it is
+NOT_IDENTITY = {"root", "download", "verify"}  # task options that say where data lives, not what it is
 
 
 @dataclass(frozen=True)
