@@ -48,11 +48,11 @@ def cmd_list() -> int:
 
     tasks = {name: cls() for name, cls in TASKS.items()}
     print("tasks:")
-    print(f"  {'name':<18}{'classes':>8}  {'input shape':<14}{'metric':<22}{'data':<10}description")
+    print(f"  {'name':<18}{'classes':>8}  {'input shape':<14}{'metric':<26}{'data':<11}description")
     for name, task in tasks.items():
         metric = f"{task.metric} ({'lower' if task.lower_is_better else 'higher'} better)"
         data = "available" if task.available() else "missing"
-        print(f"  {name:<18}{task.num_classes:>8}  {str(task.input_shape):<14}{metric:<22}{data:<10}{task.description}")
+        print(f"  {name:<18}{task.num_classes:>8}  {str(task.input_shape):<14}{metric:<26}{data:<11}{task.description}")
     print("architectures (L_H and parameters for each input shape they build on, 10 outputs):")
     shapes = list(dict.fromkeys(task.input_shape for task in tasks.values()))
     for name, builder in ARCHS.items():

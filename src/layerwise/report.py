@@ -59,8 +59,11 @@ def plot_curves(curves: List[analysis.Curve], tasks: List[str], panels: str, pat
             ax.set_xlabel("$l_c$ (layers held constant)")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
-    handles, labels = next(ax for ax in axes.flat if ax.get_visible()).get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    legend = {}  # every architecture's line and baseline, once, whichever panel drew them
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), frameon=False)
     fig.tight_layout(rect=(0, 0.06 if nrows < 3 else 0.03, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -32,7 +32,6 @@ from .train import FitResult, TrainConfig, fit, resolve_device
 from .transfer import transfer
 
 KEY_VERSION = 1
-NOT_IDENTITY = {"root", "download", "verify"}  # task options that say where data lives, not what it is
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,6 @@ class Job:
 
 def digest(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def task_identity(task: Task) -> dict:
-    return {"name": task.name, **{k: v for k, v in task.options().items() if k not in NOT_IDENTITY}}
 
 
 def build(cfg: Config, arch: str, task: Task) -> LayeredNet:
@@ -92,7 +87,7 @@ def plan(cfg: Config) -> List[Job]:
         for seed in cfg.seeds:
             for name, task in tasks.items():
                 spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch, "arch_options": cfg.arch_options.get(arch, {}),
-                        "task": task_identity(task), "seed": seed, "train": train}
+                        "task": task.identity(), "seed": seed, "train": train}
                 job = Job("scratch", arch, name, seed, digest(spec))
                 scratch[arch, seed, name] = job
                 jobs.append(job)
@@ -109,7 +104,7 @@ def plan(cfg: Config) -> List[Job]:
                 primary = scratch[arch, seed, source]
                 for frozen in values:
                     spec = {"v": KEY_VERSION, "kind": "transfer", "primary": primary.key,
-                            "task": task_identity(tasks[target]), "frozen": frozen, "seed": seed, "train": train}
+                            "task": tasks[target].identity(), "frozen": frozen, "seed": seed, "train": train}
                     jobs.append(Job("transfer", arch, target, seed, digest(spec), source, frozen, primary.key))
     return jobs
 

@@ -60,6 +60,8 @@ class Task:
     metric: ClassVar[str] = "accuracy"  # the metric that selects the epoch and draws the curves
     lower_is_better: ClassVar[bool] = False
     num_classes: ClassVar[int] = 0
+    # Options that say where and how to get the data, not what is learned from it.
+    INCIDENTAL: ClassVar[Tuple[str, ...]] = ("root", "cache", "download", "verify")
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -94,12 +96,16 @@ class Task:
     def options(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> Dict[str, Any]:
+        """What determines the examples and labels: the name and every option but the incidental
+        ones. Job keys are made from it, so moving the data elsewhere reruns nothing."""
+        return {"name": self.name, **{k: v for k, v in self.options().items() if k not in self.INCIDENTAL}}
+
     def label(self) -> str:
-        """The name shown in tables and figures: the task name plus any options that differ from
-        the defaults, so two variants of one task stay apart."""
-        defaults = type(self)()
-        changed = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
-                   if getattr(self, f.name) != getattr(defaults, f.name) and f.name != "root"]
+        """The task name plus any options that differ from the defaults, so two variants of one
+        task stay apart."""
+        defaults = type(self)().identity()
+        changed = [f"{k}={v}" for k, v in self.identity().items() if v != defaults[k]]
         return self.name + (f"[{','.join(changed)}]" if changed else "")
 
 

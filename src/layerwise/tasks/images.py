@@ -236,9 +236,6 @@ class ImageTask(Task):
     """What the three tasks share: where the files are, fetching, verifying, splitting."""
 
     subdir: ClassVar[str] = ""
-    # Options that say where and how to get the files, not what is learned: left out of labels.
-    INCIDENTAL: ClassVar[Tuple[str, ...]] = ("root", "download", "verify")
-
     root: Optional[str] = None  # directory of the files; default $LAYERWISE_DATA/<name>, else ~/.cache/layerwise/<name>
     download: bool = False  # fetch from the official source when a file is missing
     verify: bool = True  # check each file's published MD5 on load (0.2 s per CIFAR archive here)
@@ -288,13 +285,6 @@ class ImageTask(Task):
                 fetching.verify(path, r, c, self.root)
             paths.append(path)
         return paths
-
-    def label(self) -> str:
-        defaults = type(self)()
-        changed = [f"{k}={v}" for k, v in self.options().items()
-                   if v != getattr(defaults, k) and k not in self.INCIDENTAL]
-        return self.name + (f"[{','.join(changed)}]" if changed else "")
-
 
 @dataclass
 class Cifar(ImageTask):
