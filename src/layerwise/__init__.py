@@ -6,8 +6,14 @@ model for a secondary task, hold the first `l_c` layers constant and fine-tune t
 """
 
 from .errors import UserError
+from .experiment import run_experiment
 from .net import LayeredNet, count_parameters
+from .nets import ARCHS
+from .tasks import TASKS, Split, Task, TaskData
+from .tasks.tensors import TensorTask
+from .train import TrainConfig, evaluate, fit
 from .transfer import transfer
 
-__all__ = ["LayeredNet", "transfer", "count_parameters", "UserError"]
+__all__ = ["LayeredNet", "transfer", "count_parameters", "UserError", "ARCHS", "TASKS", "Task", "TaskData",
+           "Split", "TensorTask", "TrainConfig", "fit", "evaluate", "run_experiment"]
 __version__ = "0.1.0"

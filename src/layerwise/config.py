@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import UserError, unknown
 from .nets import ARCHS
@@ -40,13 +40,19 @@ class Config:
     arch_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
     source: str = "<config>"  # where it came from, for messages
+    # From Python: tasks and architectures of your own, by name, used before the registries'.
+    custom_tasks: Dict[str, Task] = field(default_factory=dict, repr=False)
+    custom_archs: Dict[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
 
     def task(self, name: str) -> Task:
+        if name in self.custom_tasks:
+            return self.custom_tasks[name]
         return make_task(TASKS[name], self.task_options.get(name, {}), f"{self.source} [task_options.{name}]")
 
     def to_dict(self) -> Dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.pop("source")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("source", "custom_tasks", "custom_archs")}
+        out["train"], out["report"] = dataclasses.asdict(self.train), dataclasses.asdict(self.report)
         return out
 
 
@@ -134,7 +140,7 @@ def load_config(source: str, overrides: Optional[List[str]] = None) -> Config:
 
 
 def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
-    fields = {f.name for f in dataclasses.fields(Config)} - {"source"}
+    fields = {f.name for f in dataclasses.fields(Config)} - {"source", "custom_tasks", "custom_archs"}
     for key in raw:
         if key not in fields:
             raise unknown("config key", key, fields, where)

@@ -164,12 +164,8 @@ def write_report(out: Path, records, config: dict) -> Path:
 
 def report(run_dir: Path) -> Path:
     """Rebuild the report of a run directory from its config and finished records."""
-    from .config import config_from_dict
-    from .sweep import plan
-
     store = Store(run_dir)
-    raw = store.read_config()
-    cfg = config_from_dict(raw, str(Path(run_dir) / "config.json"))
-    records = store.records(job.key for job in plan(cfg))
+    config = store.read_config()
+    records = store.records(store.read_plan())
     store.write_results(records)
-    return write_report(run_dir, records, raw)
+    return write_report(run_dir, records, config)

@@ -58,6 +58,16 @@ class Store:
         except json.JSONDecodeError as err:
             raise UserError(f"{path} is not valid JSON: {err}") from None
 
+    def write_plan(self, keys: List[str]) -> None:
+        """The keys of the jobs the last run planned: what its report is made of."""
+        write_atomic(self.root / "plan.json", json.dumps(keys) + "\n")
+
+    def read_plan(self) -> List[str]:
+        path = self.root / "plan.json"
+        if not path.exists():
+            raise UserError(f"{self.root} is not a layerwise run directory: {path} is missing")
+        return json.loads(path.read_text())
+
     # records ----------------------------------------------------------------------------
     def has(self, key: str) -> bool:
         return (self.jobs / f"{key}.json").exists()

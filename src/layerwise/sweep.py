@@ -57,10 +57,20 @@ def digest(spec: dict) -> str:
 
 def build(cfg: Config, arch: str, task: Task) -> LayeredNet:
     options = cfg.arch_options.get(arch, {})
+    builder = cfg.custom_archs.get(arch) or ARCHS[arch]
     try:
-        return ARCHS[arch](task.input_shape, task.num_classes, **options)
+        return builder(task.input_shape, task.num_classes, **options)
     except TypeError as err:
         raise UserError(f"{cfg.source} [arch_options.{arch}]: {err}") from None
+
+
+def arch_identity(cfg: Config, arch: str, task: Task) -> dict:
+    """A registered architecture is its name and options; one of your own is also what it
+    builds, so editing its code gives new jobs instead of stale results."""
+    ident = {"name": arch, "options": cfg.arch_options.get(arch, {})}
+    if arch in cfg.custom_archs:
+        ident["built"] = hashlib.sha256(repr(build(cfg, arch, task)).encode()).hexdigest()[:16]
+    return ident
 
 
 def ordered_pairs(cfg: Config, tasks: Dict[str, Task]) -> List[Tuple[str, str]]:
@@ -86,7 +96,7 @@ def plan(cfg: Config) -> List[Job]:
     for arch in cfg.archs:
         for seed in cfg.seeds:
             for name, task in tasks.items():
-                spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch, "arch_options": cfg.arch_options.get(arch, {}),
+                spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch_identity(cfg, arch, task),
                         "task": task.identity(), "seed": seed, "train": train}
                 job = Job("scratch", arch, name, seed, digest(spec))
                 scratch[arch, seed, name] = job
@@ -184,14 +194,16 @@ class Sweep:
     def run(self) -> List[Job]:
         self.store.create()
         self.store.write_config(self.cfg.to_dict())
-        todo = self.pending()
+        self.store.write_plan([job.key for job in self.jobs])
+        finished = {job.key: r for job in self.jobs if (r := self.store.record(job.key)) is not None}
+        todo = [job for job in self.jobs if job.key not in finished]
         bar = tqdm(total=len(self.jobs), initial=len(self.jobs) - len(todo), unit="job",
                    disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
         try:
             for job in todo:
                 bar.set_description(job.describe())
-                self.run_job(job, lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}"))
-                self.store.write_results(self.store.records(j.key for j in self.jobs))
+                finished[job.key] = self.run_job(job, lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}"))
+                self.store.write_results([finished[j.key] for j in self.jobs if j.key in finished])
                 bar.update()
         finally:
             bar.close()
@@ -235,7 +247,9 @@ class Sweep:
         }
 
 
-def run(cfg: Config, out: Path, progress: bool = True) -> Sweep:
-    sweep = Sweep(cfg, out, progress)
-    sweep.run()
-    return sweep
+def run(cfg: Config, out: Path, progress: bool = True) -> Path:
+    """Run every job of `cfg` not yet recorded in `out`, then write the report; return its path."""
+    from .report import report
+
+    Sweep(cfg, out, progress).run()
+    return report(out)

@@ -144,7 +144,12 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
             if start == 0 and not task.deterministic:
                 x = task.augment(x, augment)
             with torch.autocast(device.type, enabled=cfg.amp):
-                loss = task.loss(net(_prepare(x, cfg), start=start), data.train.y[idx])
+                x, begin = _prepare(x, cfg), max(start, net.frozen)
+                if start < net.frozen:
+                    with torch.inference_mode():  # the frozen prefix is a fixed function: no graph
+                        x = net.features(x, upto=net.frozen, start=start)
+                    x = x.clone()  # an inference tensor cannot enter autograd; a clone can
+                loss = task.loss(net(x, start=begin), data.train.y[idx])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
