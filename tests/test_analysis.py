@@ -68,3 +68,11 @@ def test_tasks_against_architectures():
 
 def test_summary_without_transfers():
     assert "nothing to compare" in analysis.summary([rec("x", "a", 0, 90.0)])[0]
+
+
+def test_freezable_is_the_deepest_lc_within_tolerance_of_the_baseline():
+    curve = analysis.Curve("x", "a", "b", "accuracy", False, [0, 1, 2, 3], [91, 89.5, 88, 89.8], [0] * 4, 90.0, 0, 1)
+    assert analysis.freezable(curve) == 1  # l_c = 2 loses 2 points; l_c = 3 recovering does not count
+    assert analysis.freezable(curve, tolerance=2.5) == 3
+    errors = analysis.Curve("x", "a", "b", "per", True, [0, 1], [21.5, 20.5], [0, 0], 20.0, 0, 1)
+    assert analysis.freezable(errors) == -1

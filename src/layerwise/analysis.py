@@ -65,6 +65,19 @@ def curves(records, split: str = "test") -> List[Curve]:
     return out
 
 
+def freezable(curve: Curve, tolerance: float = 1.0) -> int:
+    """The deepest `l_c` such that holding that many layers (and every shallower choice) costs
+    at most `tolerance` metric points against the baseline: how much of the primary can be
+    frozen for this secondary task. -1 when even `l_c = 0` costs more."""
+    sign = -1.0 if curve.lower_is_better else 1.0
+    depth = -1
+    for k, mean in zip(curve.frozen, curve.mean):
+        if sign * (mean - curve.baseline_mean) < -tolerance:
+            break
+        depth = k
+    return depth
+
+
 def gains_by_seed(records, split: str = "test") -> Dict[Tuple[str, str, str], Dict[int, float]]:
     """(arch, source, target) -> seed -> mean gain over l_c against that seed's baseline."""
     base = _baselines(records)

@@ -137,6 +137,11 @@ def write_report(out: Path, records, config: dict) -> Path:
     asym_header = ["arch", "A", "B", "A → B", "B → A", "difference", "std over seeds", "seeds", "beyond noise"]
     write_csv(out / "asymmetry.csv", asym_header, asym_rows)
 
+    depth = {(r["arch"], r["target"]): r["num_layers"] for r in records}
+    freeze_header = ["arch", "primary", "secondary", "L_H", "deepest l_c within 1 point of the baseline"]
+    freeze_rows = [[c.arch, c.source, c.target, depth[c.arch, c.target], analysis.freezable(c)] for c in curves]
+    write_csv(out / "freezable.csv", freeze_header, freeze_rows)
+
     scratch = sum(r["kind"] == "scratch" for r in records)
     parts = [f"<h1>layerwise report: {html.escape(config.get('name', ''))}</h1>",
              f"<p>{html.escape(config.get('description', ''))}</p>",
@@ -147,11 +152,14 @@ def write_report(out: Path, records, config: dict) -> Path:
              "<h2>Summary</h2>", *(f"<p>{html.escape(line)}</p>" for line in analysis.summary(records))]
     for name, caption in figures:
         parts.append(f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
-    parts += ["<h2>Asymmetry</h2>", _table(asym_header, asym_rows),
+    parts += ["<h2>What to freeze</h2>", "<p>How many leading layers of the primary can be held constant "
+              "for the secondary task while staying within 1 metric point of the baseline (every shallower "
+              "choice too); -1: even full fine-tuning loses more.</p>", _table(freeze_header, freeze_rows),
+              "<h2>Asymmetry</h2>", _table(asym_header, asym_rows),
               "<h2>Transferability</h2>", _table(["arch", "primary", "secondary", "gain (mean)", "std"], score_rows),
               '<p>Every number: <a href="results.csv">results.csv</a> (one row per job, split and metric), '
               '<a href="curves.csv">curves.csv</a>, <a href="transferability.csv">transferability.csv</a>, '
-              '<a href="asymmetry.csv">asymmetry.csv</a>.</p>']
+              '<a href="asymmetry.csv">asymmetry.csv</a>, <a href="freezable.csv">freezable.csv</a>.</p>']
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
              "img{max-width:100%}table{border-collapse:collapse;font-size:90%}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")
