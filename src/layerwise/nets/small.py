@@ -47,19 +47,26 @@ def flat_size(layers, input_shape) -> int:
     return x[0].numel()
 
 
-def alexnet_small(input_shape, num_outputs: int, width: int = 32, hidden: int = 128, dropout: float = 0.25) -> LayeredNet:
-    """AlexNet-like, L_H = 6: conv5x5+pool, conv3x3+pool, conv3x3, conv3x3+pool, fc, fc."""
+def alexnet_like(input_shape, num_outputs: int, width: int, hidden: int, dropout: float, kernels) -> LayeredNet:
+    """L_H = 6: four convolutions of the given kernel sizes (pooling after the 1st, 2nd and 4th),
+    then two fully connected layers."""
     c = input_shape[0]
+    k1, k2, k3, k4 = kernels
     layers = [
-        conv(c, width, 5, pool=True),
-        conv(width, 2 * width, 3, pool=True),
-        conv(2 * width, 3 * width, 3),
-        conv(3 * width, 2 * width, 3, pool=True),
+        conv(c, width, k1, pool=True),
+        conv(width, 2 * width, k2, pool=True),
+        conv(2 * width, 3 * width, k3),
+        conv(3 * width, 2 * width, k4, pool=True),
     ]
     layers.append(dense(flat_size(layers, input_shape), hidden, dropout, flatten=True))
     layers.append(dense(hidden, hidden, dropout))
     make_head = partial(linear_head, hidden)
     return LayeredNet(layers, make_head(num_outputs), make_head)
+
+
+def alexnet_small(input_shape, num_outputs: int, width: int = 32, hidden: int = 128, dropout: float = 0.25) -> LayeredNet:
+    """AlexNet-like, L_H = 6: conv5x5+pool, conv3x3+pool, conv3x3, conv3x3+pool, fc, fc."""
+    return alexnet_like(input_shape, num_outputs, width, hidden, dropout, kernels=(5, 3, 3, 3))
 
 
 def vgg_small(input_shape, num_outputs: int, width: int = 16, hidden: int = 128, dropout: float = 0.25) -> LayeredNet:

@@ -20,22 +20,12 @@ from __future__ import annotations
 from functools import partial
 
 from ..net import LayeredNet
-from .small import conv, dense, flat_size, linear_head
+from .small import alexnet_like, conv, dense, flat_size, linear_head
 
 
 def model_a(input_shape, num_outputs: int, width: int = 64, hidden: int = 1024, dropout: float = 0.5) -> LayeredNet:
     """AlexNet-like, L_H = 6: conv7x7+pool, conv5x5+pool, conv3x3, conv3x3+pool, fc, fc."""
-    c = input_shape[0]
-    layers = [
-        conv(c, width, 7, pool=True),
-        conv(width, 2 * width, 5, pool=True),
-        conv(2 * width, 3 * width, 3),
-        conv(3 * width, 2 * width, 3, pool=True),
-    ]
-    layers.append(dense(flat_size(layers, input_shape), hidden, dropout, flatten=True))
-    layers.append(dense(hidden, hidden, dropout))
-    make_head = partial(linear_head, hidden)
-    return LayeredNet(layers, make_head(num_outputs), make_head)
+    return alexnet_like(input_shape, num_outputs, width, hidden, dropout, kernels=(7, 5, 3, 3))
 
 
 def model_b(input_shape, num_outputs: int, width: int = 64, hidden: int = 1024, dropout: float = 0.5) -> LayeredNet:

@@ -31,9 +31,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..audio import FeatureMatrix, LogMel, cached_features, child, window_split
+from ..audio import child, window_split
 from ..errors import UserError
-from .base import Split, Task, TaskData, data_root
+from .base import Split, TaskData
+from .speech import SpeechTask
 
 CLASSES = ["neutral", "happy", "sad", "angry"]
 LABELS = {"neu": 0, "hap": 1, "exc": 1, "sad": 2, "ang": 3}  # every other label is dropped
@@ -118,28 +119,22 @@ def utterance_posteriors(logits: torch.Tensor, groups: torch.Tensor):
 
 
 @dataclass
-class Iemocap(Task):
+class Iemocap(SpeechTask):
     name = "iemocap"
     description = "IEMOCAP emotion recognition: 4 classes, leave one session out (UE); licensed, read from `root`"
     metric = "ue"
-    lower_is_better = True
     num_classes = len(CLASSES)
-    root: Optional[str] = None  # the corpus; default $LAYERWISE_DATA/iemocap or ~/.cache/layerwise/iemocap
-    cache: Optional[str] = None  # feature cache folder; default $LAYERWISE_DATA/cache or ~/.cache/layerwise/cache
     test_session: int = 5
     val_session: Optional[int] = None  # default: the session before test_session (5 before 1)
-    context: int = 21  # frames per window (odd), centred on the frame it stands for
     hop: int = 1  # a window every `hop` frames
     dialogs: str = "all"  # "all", "improvised" or "scripted"
-    n_mels: int = 40
 
     def __post_init__(self):
+        super().__post_init__()
         if self.test_session not in range(1, 6) or self.validation_session() not in range(1, 6):
             raise ValueError(f"test_session and val_session must be in 1..5; got {self.test_session}, {self.val_session}")
         if self.validation_session() == self.test_session:
             raise ValueError(f"val_session must differ from test_session ({self.test_session})")
-        if self.context < 1 or self.context % 2 == 0:
-            raise ValueError(f"context must be an odd number of frames; got {self.context}")
         if self.dialogs not in DIALOGS:
             raise ValueError(f"dialogs must be one of {', '.join(DIALOGS)}; got {self.dialogs!r}")
         if self.hop < 1:
@@ -148,26 +143,12 @@ class Iemocap(Task):
     def validation_session(self) -> int:
         return self.val_session if self.val_session is not None else (self.test_session - 2) % 5 + 1
 
-    @property
-    def input_shape(self):
-        return (1, self.n_mels, self.context)
-
-    def corpus_root(self) -> Path:
-        return data_root(self.root, "iemocap")
-
-    def available(self) -> bool:
-        try:
-            session_dirs(self.corpus_root())
-            return True
-        except UserError:
-            return False
+    def check_corpus(self) -> None:
+        session_dirs(self.corpus_root())
 
     def load(self, seed: int = 0) -> TaskData:
         utterances = scan(self.corpus_root(), self.dialogs)
-        settings = LogMel(n_mels=self.n_mels)
-        feats, offsets = cached_features([u.audio for u in utterances], settings, data_root(self.cache, "cache"),
-                                         "iemocap", "[task_options.iemocap] cache")
-        matrix = FeatureMatrix(torch.from_numpy(feats))
+        matrix, offsets = self.features([u.audio for u in utterances])
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
         for u, utt in enumerate(utterances):
             split = "test" if utt.session == self.test_session else \

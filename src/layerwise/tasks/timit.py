@@ -22,14 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import torch
 
-from ..audio import FeatureMatrix, LogMel, cached_features, child, window_split
+from ..audio import LogMel, child, window_split
 from ..errors import UserError
-from .base import Split, Task, TaskData, data_root
+from .base import Split, TaskData
+from .speech import SpeechTask
 
 PHONES = ("aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# "
           "hh hv ih ix iy jh k kcl l m n ng nx ow oy p pau pcl q r s sh t tcl th uh uw ux v w y z zh").split()
@@ -175,42 +176,19 @@ def phone_error_rate(hyps, refs) -> float:
 
 
 @dataclass
-class Timit(Task):
+class Timit(SpeechTask):
     name = "timit"
     description = "TIMIT phone recognition: 61 phones, scored as 39 (PER); licensed, read from `root`"
     metric = "per"
-    lower_is_better = True
     num_classes = len(PHONES)
-    root: Optional[str] = None  # the corpus; default $LAYERWISE_DATA/timit or ~/.cache/layerwise/timit
-    cache: Optional[str] = None  # feature cache folder; default $LAYERWISE_DATA/cache or ~/.cache/layerwise/cache
-    context: int = 21  # frames per window (odd), centred on the frame being classified
-    n_mels: int = 40
 
-    def __post_init__(self):
-        if self.context < 1 or self.context % 2 == 0:
-            raise ValueError(f"context must be an odd number of frames; got {self.context}")
-
-    @property
-    def input_shape(self):
-        return (1, self.n_mels, self.context)
-
-    def corpus_root(self) -> Path:
-        return data_root(self.root, "timit")
-
-    def available(self) -> bool:
-        try:
-            find_corpus(self.corpus_root())
-            return True
-        except UserError:
-            return False
+    def check_corpus(self) -> None:
+        find_corpus(self.corpus_root())
 
     def load(self, seed: int = 0) -> TaskData:
         utterances = scan(self.corpus_root())
         settings = LogMel(n_mels=self.n_mels)
-        cache = data_root(self.cache, "cache")
-        feats, offsets = cached_features([u.audio for u in utterances], settings, cache, "timit",
-                                         "[task_options.timit] cache")
-        matrix = FeatureMatrix(torch.from_numpy(feats))
+        matrix, offsets = self.features([u.audio for u in utterances])
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
         refs = REFERENCES[str(self.corpus_root())] = []
         for u, utt in enumerate(utterances):
