@@ -123,3 +123,10 @@ def test_a_user_mistake_exits_2_without_a_traceback_from_the_shell(tmp_path):
     done = layerwise("run", str(tmp_path / "nope.toml"))
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "nope.toml" in done.stderr
+
+
+def test_missing_data_stops_the_run_before_any_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERWISE_DATA", str(tmp_path / "empty"))
+    err = mistake(capsys, "run", "paper-images", "--out", str(tmp_path / "run"))
+    assert "cifar-10-python.tar.gz not found" in err and "layerwise fetch cifar10" in err
+    assert not (tmp_path / "run").exists()

@@ -191,7 +191,16 @@ class Sweep:
             self._primary = (job.primary, net.to(self.device).eval())
         return self._primary[1]
 
+    def check_data(self, jobs: List[Job]) -> None:
+        """Fail before any training when a task's data is missing: loading it raises the task's
+        own message (what is expected, where, how to get it), or fetches it where allowed."""
+        for name in dict.fromkeys(job.target for job in jobs):
+            task = self.cfg.task(name)
+            if not task.available():
+                task.load(0)
+
     def run(self) -> List[Job]:
+        self.check_data(self.pending())
         self.store.create()
         self.store.write_config(self.cfg.to_dict())
         self.store.write_plan([job.key for job in self.jobs])
