@@ -45,6 +45,11 @@ def test_run_writes_results_and_report_and_a_rerun_resumes(tmp_path, tiny_raw):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
     assert len(list((out / "checkpoints").glob("*.safetensors"))) == 8
+
+    only = tmp_path / "primaries"
+    done = layerwise("run", str(config), "--out", str(only), "--set", "train.epochs=1", "--set", "checkpoints=primaries")
+    assert done.returncode == 0, done.stderr
+    assert len(list((only / "checkpoints").glob("*.safetensors"))) == 2 and len(list((only / "jobs").glob("*.json"))) == 8
     html = (out / "report.html").read_text()
     assert "Nonsymmetry" in html and "curves.png" in html
 
@@ -90,6 +95,8 @@ def test_unknown_architecture(capsys, tmp_path, tiny_raw):
     ("task_options.digits.colour=1", ["'colour'", "size", "split_seed"]),
     ("frozen=[0,9]", ["frozen value 9", "alexnet-small", "0..6"]),
     ("seeds=[]", ["seeds must be a non-empty list"]),
+    ("checkpoints=some", ["checkpoints must be one of all, primaries", "'some'"]),
+    ('pairs=[["digits","digits"]]', ["transfers a task to itself"]),
 ])
 def test_config_mistakes_name_the_key_and_what_is_valid(capsys, tmp_path, tiny_raw, override, words):
     config = write_config(tmp_path, tiny_raw)

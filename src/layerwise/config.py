@@ -19,6 +19,7 @@ from .tasks import TASKS, Task, make_task
 from .train import TrainConfig
 
 REPORT_PANELS = ("pair", "pair-arch")
+CHECKPOINTS = ("all", "primaries")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Config:
     seeds: List[int] = field(default_factory=lambda: [0])
     frozen: Union[str, List[int]] = "all"  # "all" = every l_c in 0..L_H
     pairs: Union[str, List[List[str]]] = "all"  # "all" = every ordered pair with compatible shapes
+    checkpoints: str = "all"  # "all": keep every trained model; "primaries": only those transfers start from
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     arch_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
@@ -174,6 +176,9 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
             if a == b:
                 raise UserError(f"{where}: pair [{a!r}, {b!r}] transfers a task to itself; a pair needs two distinct tasks")
     cfg.pairs = pairs
+    cfg.checkpoints = raw.get("checkpoints", "all")
+    if cfg.checkpoints not in CHECKPOINTS:
+        raise UserError(f"{where}: checkpoints must be one of {', '.join(CHECKPOINTS)}; got {cfg.checkpoints!r}")
     cfg.train = _dataclass_from(TrainConfig, raw.get("train", {}), f"{where} [train]")
     cfg.report = _dataclass_from(ReportConfig, raw.get("report", {}), f"{where} [report]")
     if cfg.report.panels not in REPORT_PANELS:

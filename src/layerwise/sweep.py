@@ -233,7 +233,8 @@ class Sweep:
                 cached = self.prefix(job, primary, data).at(job.frozen)
                 start = job.frozen if cached is not None else 0
         result = fit(net, task, data if cached is None else cached, self.cfg.train, job.seed, start=start, on_epoch=on_epoch)
-        self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
+        if job.kind == "scratch" or self.cfg.checkpoints == "all":
+            self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
         record = self.record(job, task, net, result, cached_prefix=cached is not None)
         self.store.write_record(record)
         return record
