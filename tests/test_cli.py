@@ -137,3 +137,25 @@ def test_missing_data_stops_the_run_before_any_training(capsys, tmp_path, monkey
     err = mistake(capsys, "run", "paper-images", "--out", str(tmp_path / "run"))
     assert "cifar-10-python.tar.gz not found" in err and "layerwise fetch cifar10" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stopped_run_says_how_to_resume_and_keeps_finished_jobs(tmp_path, tiny_raw):
+    import signal
+    import time
+
+    tiny_raw["train"]["epochs"] = 6
+    config = write_config(tmp_path, tiny_raw)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(out.glob("jobs/*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    kept = len(list(out.glob("jobs/*.json")))
+    assert 1 <= kept < 8
+    again = layerwise("run", str(config), "--out", str(out), "--quiet")
+    assert again.returncode == 0 and f"{kept} already finished" in again.stderr

@@ -7,11 +7,16 @@ keeps every finished job and resumes when the same command runs again.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from .errors import UserError
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool) -> int:
@@ -25,6 +30,7 @@ def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool) 
     todo = sweep.pending()
     print(f"{cfg.name}: {len(sweep.jobs)} jobs, {len(sweep.jobs) - len(todo)} already finished in {out_dir}, "
           f"{len(todo)} to run on {sweep.device}", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _interrupt)  # a batch system's stop is handled like Ctrl-C
     try:
         sweep.run()
     except KeyboardInterrupt:
