@@ -133,3 +133,43 @@ def test_a_sweep_stopped_halfway_keeps_what_finished(tiny, tmp_path, monkeypatch
     assert len(sweep.pending()) == len(sweep.jobs) - 3
     sweep.run()
     assert sweep.pending() == []
+
+
+def test_a_claim_is_exclusive_until_released_and_a_dead_processes_claim_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+
+    from layerwise.store import Store
+
+    store = Store(tmp_path)
+    assert store.claim("k") and not store.claim("k")
+    store.release("k")
+    assert store.claim("k")
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a process that has ended
+    dead = {"host": socket.gethostname(), "pid": ended.pid, "since": 0}
+    (store.claims / "d.json").write_text(json.dumps(dead))
+    assert store.claim("d")
+    elsewhere = {"host": "another-machine", "pid": 1, "since": 0}
+    (store.claims / "e.json").write_text(json.dumps(elsewhere))
+    assert not store.claim("e")
+
+
+def test_two_processes_share_one_sweep_without_repeating_a_job(tmp_path, tiny_raw):
+    import re
+    import subprocess
+    import sys
+
+    from test_cli import write_config
+
+    tiny_raw["frozen"] = "all"
+    config = write_config(tmp_path, tiny_raw)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    ran = [int(re.search(r"ran (\d+) jobs", err).group(1)) for _, err in outputs]
+    assert sum(ran) == 16  # 2 primaries + 2 pairs x 7 values of l_c, each run once
+    assert len(list((out / "jobs").glob("*.json"))) == 16 and not list((out / "claims").glob("*"))
+    assert all((out / "report.html").exists() for _ in outputs)

@@ -32,10 +32,11 @@ def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool) 
           f"{len(todo)} to run on {sweep.device}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _interrupt)  # a batch system's stop is handled like Ctrl-C
     try:
-        sweep.run()
+        ran = sweep.run()
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished jobs are kept in {out_dir}; run the same command again to resume", file=sys.stderr)
         return 130
+    print(f"{cfg.name}: ran {len(ran)} jobs in this process", file=sys.stderr)
     print(f"report: {report(out_dir)}")
     return 0
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -36,6 +38,7 @@ class Store:
         self.root = Path(root)
         self.jobs = self.root / "jobs"
         self.checkpoints = self.root / "checkpoints"
+        self.claims = self.root / "claims"
 
     def create(self) -> "Store":
         try:
@@ -72,6 +75,9 @@ class Store:
     def has(self, key: str) -> bool:
         return (self.jobs / f"{key}.json").exists()
 
+    def finished_keys(self) -> set:
+        return {p.stem for p in self.jobs.glob("*.json")}
+
     def write_record(self, record: Dict[str, Any]) -> None:
         write_atomic(self.jobs / f"{record['key']}.json", json.dumps(record, indent=1) + "\n")
 
@@ -83,6 +89,46 @@ class Store:
 
     def records(self, keys: Iterable[str]) -> List[Dict[str, Any]]:
         return [r for r in (self.record(k) for k in keys) if r is not None]
+
+    # claims -----------------------------------------------------------------------------
+    # Several `layerwise run` processes (on one machine, or on many sharing the directory) can
+    # work on one sweep: each claims a unit of work by creating its claim file exclusively.
+    def claim(self, key: str) -> bool:
+        path = self.claims / f"{key}.json"
+        self.claims.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale(path):
+                    return False
+                path.unlink(missing_ok=True)  # its process is gone: take the work over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
+            return True
+        return False
+
+    def release(self, key: str) -> None:
+        (self.claims / f"{key}.json").unlink(missing_ok=True)
+
+    @staticmethod
+    def _stale(path: Path) -> bool:
+        """A claim is stale when it was made on this host by a process that no longer runs. A
+        claim from another host is trusted: delete DIR/claims/ by hand after a machine crashed."""
+        try:
+            owner = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False  # being written right now
+        if owner.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     # checkpoints ------------------------------------------------------------------------
     def checkpoint_path(self, key: str) -> Path:

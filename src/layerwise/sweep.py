@@ -119,6 +119,15 @@ def plan(cfg: Config) -> List[Job]:
     return jobs
 
 
+def units(jobs: List[Job]) -> List[List[Job]]:
+    """Units of work, in plan order: each primary alone, then every `l_c` of one (primary,
+    secondary) together."""
+    out: Dict[object, List[Job]] = {}
+    for job in jobs:
+        out.setdefault(job.key if job.kind == "scratch" else (job.primary, job.target), []).append(job)
+    return list(out.values())
+
+
 class PrefixCache:
     """Outputs of a primary's first `l_c` layers on a secondary task's splits.
 
@@ -199,24 +208,58 @@ class Sweep:
             if not task.available():
                 task.load(0)
 
-    def run(self) -> List[Job]:
+    def run(self, poll: float = 5.0) -> List[Job]:
+        """Run every unfinished job; return those this process ran.
+
+        Work comes in units: a primary alone, or all `l_c` of one (primary, secondary), which
+        share a prefix cache. Each unit is claimed before it runs, so several processes pointed
+        at one run directory share the sweep instead of repeating it; a transfer unit waits until
+        its primary is recorded. The call returns when the whole sweep is recorded.
+        """
         self.check_data(self.pending())
         self.store.create()
         self.store.write_config(self.cfg.to_dict())
         self.store.write_plan([job.key for job in self.jobs])
-        finished = {job.key: r for job in self.jobs if (r := self.store.record(job.key)) is not None}
-        todo = [job for job in self.jobs if job.key not in finished]
-        bar = tqdm(total=len(self.jobs), initial=len(self.jobs) - len(todo), unit="job",
-                   disable=not self.progress, dynamic_ncols=True, mininterval=0.5)
+        finished: Dict[str, dict] = {}
+        self._collect(finished)
+        bar = tqdm(total=len(self.jobs), initial=len(finished), unit="job", disable=not self.progress,
+                   dynamic_ncols=True, mininterval=0.5)
+        ran: List[Job] = []
         try:
-            for job in todo:
-                bar.set_description(job.describe())
-                finished[job.key] = self.run_job(job, lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}"))
-                self.store.write_results([finished[j.key] for j in self.jobs if j.key in finished])
-                bar.update()
+            while True:
+                self._collect(finished, bar)
+                todo = [u for u in units(self.jobs) if any(job.key not in finished for job in u)]
+                if not todo:
+                    break
+                ready = [u for u in todo if u[0].kind == "scratch" or u[0].primary in finished]
+                unit = next((u for u in ready if self.store.claim(u[0].key)), None)
+                if unit is None:  # what is left is running elsewhere, or waits for a primary that is
+                    bar.set_description(f"waiting for {len(todo)} units claimed in {self.store.claims}")
+                    time.sleep(poll)
+                    continue
+                try:
+                    for job in unit:
+                        if self.store.has(job.key):
+                            continue
+                        bar.set_description(job.describe())
+                        finished[job.key] = self.run_job(job, lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}"))
+                        ran.append(job)
+                        bar.update()
+                        self.store.write_results([finished[j.key] for j in self.jobs if j.key in finished])
+                finally:
+                    self.store.release(unit[0].key)
         finally:
             bar.close()
-        return todo
+        return ran
+
+    def _collect(self, finished: Dict[str, dict], bar=None) -> None:
+        """Add the records finished since the last look, by this process or another."""
+        on_disk = self.store.finished_keys()
+        new = [job.key for job in self.jobs if job.key not in finished and job.key in on_disk]
+        for key in new:
+            finished[key] = self.store.record(key)
+        if bar is not None and new:
+            bar.update(len(new))
 
     def run_job(self, job: Job, on_epoch=None) -> dict:
         task = self.cfg.task(job.target)
