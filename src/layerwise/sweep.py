@@ -90,8 +90,8 @@ def plan(cfg: Config) -> List[Job]:
     ascending, so a frozen-prefix cache can advance one layer at a time."""
     tasks = {name: cfg.task(name) for name in cfg.tasks}
     train = dataclasses.asdict(cfg.train)
-    for k in ("device", "amp", "channels_last", "cache_prefix", "cache_limit_gb", "eval_batch_size"):
-        train.pop(k)  # how a job runs, not what it computes
+    for k in ("device", "channels_last", "cache_prefix", "cache_limit_gb", "eval_batch_size"):
+        train.pop(k)  # how a job runs, not what it computes (mixed precision does change it)
     jobs, scratch = [], {}
     for arch in cfg.archs:
         for seed in cfg.seeds:
@@ -150,9 +150,10 @@ class PrefixCache:
     def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
         step = self.cfg.eval_batch_size
         device = self.raw.train.y.device
-        parts = [self.primary.features(x[torch.arange(i, min(i + step, n), device=device)], upto=stop, start=start)
-                 for i in range(0, n, step)]
-        return torch.cat(parts)
+        with torch.autocast(device.type, enabled=self.cfg.amp):  # as the prefix runs in training
+            parts = [self.primary.features(x[torch.arange(i, min(i + step, n), device=device)], upto=stop, start=start)
+                     for i in range(0, n, step)]
+        return torch.cat(parts).float()
 
     def at(self, level: int) -> Optional[TaskData]:
         """The splits as seen after `level` layers, or None when that would not fit in memory."""
@@ -225,6 +226,7 @@ class Sweep:
         bar = tqdm(total=len(self.jobs), initial=len(finished), unit="job", disable=not self.progress,
                    dynamic_ncols=True, mininterval=0.5)
         ran: List[Job] = []
+        show_epoch = lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}")  # noqa: E731
         try:
             while True:
                 self._collect(finished, bar)
@@ -242,7 +244,7 @@ class Sweep:
                         if self.store.has(job.key):
                             continue
                         bar.set_description(job.describe())
-                        finished[job.key] = self.run_job(job, lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}"))
+                        finished[job.key] = self.run_job(job, show_epoch)
                         ran.append(job)
                         bar.update()
                         self.store.write_results([finished[j.key] for j in self.jobs if j.key in finished])
