@@ -134,7 +134,7 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         order = torch.randperm(n, generator=shuffle).to(device)
-        running, batches = 0.0, 0
+        running, batches = torch.zeros((), device=device), 0  # summed on the device: no sync per step
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             if len(idx) < 2:  # a lone example breaks batch norm and teaches nothing
@@ -155,10 +155,10 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            running += loss.item()
+            running += loss.detach().float()
             batches += 1
         val = evaluate(net, task, data.val, cfg, start)
-        history.append({"epoch": epoch, "train_loss": running / max(batches, 1), **{f"val_{k}": v for k, v in val.items()}})
+        history.append({"epoch": epoch, "train_loss": running.item() / max(batches, 1), **{f"val_{k}": v for k, v in val.items()}})
         if on_epoch:
             on_epoch(epoch, val)
         if better(val[task.metric], best, task.lower_is_better):
