@@ -76,3 +76,18 @@ def test_freezable_is_the_deepest_lc_within_tolerance_of_the_baseline():
     assert analysis.freezable(curve, tolerance=2.5) == 3
     errors = analysis.Curve("x", "a", "b", "per", True, [0, 1], [21.5, 20.5], [0, 0], 20.0, 0, 1)
     assert analysis.freezable(errors) == -1
+
+
+def test_similarity_is_averaged_over_seeds_per_lc():
+    rs = [dict(rec("x", "b", seed, 80.0, "a", 0), similarity=[1.0, 0.5 + 0.2 * seed]) for seed in (0, 1)]
+    assert analysis.similarity(rs) == {("x", "a", "b", 0): pytest.approx([1.0, 0.6])}
+
+
+def test_summary_reports_which_layers_fine_tuning_rewrote():
+    rs = records()
+    for r in rs:
+        if r["kind"] == "transfer":
+            r["similarity"] = [1.0, 0.4] if r["source"] == "a" else [0.9, 0.8]
+    text = " ".join(analysis.summary(rs))
+    assert "the first layer keeps a linear CKA of 0.95" in text and "the last layer 0.60" in text
+    assert "x a → b rewrites its primary the most (mean CKA 0.70" in text

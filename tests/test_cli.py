@@ -41,7 +41,7 @@ def test_run_writes_results_and_report_and_a_rerun_resumes(tmp_path, tiny_raw):
     assert transfers == {(a, b, k) for a, b in [("digits", "printed-digits"), ("printed-digits", "digits")] for k in "026"}
     assert {(r["target"], r["frozen"]) for r in rows if not r["source"]} == {("digits", ""), ("printed-digits", "")}
     assert {r["split"] for r in rows} == {"val", "test"}
-    for name in ("report.html", "curves.png", "transferability.png", "asymmetry.csv", "config.json"):
+    for name in ("report.html", "curves.png", "transferability.png", "similarity.png", "asymmetry.csv", "config.json"):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
     assert len(list((out / "checkpoints").glob("*.safetensors"))) == 8
@@ -50,6 +50,11 @@ def test_run_writes_results_and_report_and_a_rerun_resumes(tmp_path, tiny_raw):
     done = layerwise("run", str(config), "--out", str(only), "--set", "train.epochs=1", "--set", "checkpoints=primaries")
     assert done.returncode == 0, done.stderr
     assert len(list((only / "checkpoints").glob("*.safetensors"))) == 2 and len(list((only / "jobs").glob("*.json"))) == 8
+    records = [json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")]
+    for r in records:
+        if r["kind"] == "transfer":  # each layer's CKA with the primary; frozen layers exactly 1
+            assert len(r["similarity"]) == 6 and r["similarity"][:r["frozen"]] == [1.0] * r["frozen"]
+            assert all(0 <= v <= 1 + 1e-9 for v in r["similarity"])
     html = (out / "report.html").read_text()
     assert "Nonsymmetry" in html and "curves.png" in html
 

@@ -78,6 +78,16 @@ def freezable(curve: Curve, tolerance: float = 1.0) -> int:
     return depth
 
 
+def similarity(records) -> Dict[Tuple[str, str, str, int], List[float]]:
+    """(arch, source, target, l_c) -> linear CKA of each body layer between the primary and the
+    fine-tuned transfer, averaged over seeds."""
+    groups = defaultdict(list)
+    for r in records:
+        if r["kind"] == "transfer" and r.get("similarity"):
+            groups[r["arch"], r["source"], r["target"], r["frozen"]].append(r["similarity"])
+    return {k: [float(v) for v in np.mean(v, axis=0)] for k, v in sorted(groups.items())}
+
+
 def gains_by_seed(records, split: str = "test") -> Dict[Tuple[str, str, str], Dict[int, float]]:
     """(arch, source, target) -> seed -> mean gain over l_c against that seed's baseline."""
     base = _baselines(records)
@@ -180,6 +190,14 @@ def summary(records, split: str = "test") -> List[str]:
                         "their standard error over seeds, so transferability is nonsymmetric here."
                         if top.seeds > 1 else "With one seed there is no estimate of noise; run more seeds to judge it.")
                      + ("" if clear or top.seeds < 2 else " None exceeds the seed noise, so this run does not show nonsymmetry."))
+    full = {k[:3]: v for k, v in similarity(records).items() if k[3] == 0}
+    if full:
+        first = np.mean([v[0] for v in full.values()])
+        last = np.mean([v[-1] for v in full.values()])
+        most = min(full, key=lambda k: np.mean(full[k]))
+        lines.append(f"Layer similarity: fully fine-tuned (l_c = 0), the first layer keeps a linear CKA of {first:.2f} "
+                     f"with the primary's on average and the last layer {last:.2f}; {most[0]} {most[1]} → {most[2]} "
+                     f"rewrites its primary the most (mean CKA {np.mean(full[most]):.2f} over layers).")
     versus = tasks_against_architectures(scores)
     if versus:
         across_archs, across_pairs = versus

@@ -69,6 +69,35 @@ def plot_curves(curves: List[analysis.Curve], tasks: List[str], panels: str, pat
     plt.close(fig)
 
 
+def plot_similarity(profiles, tasks: List[str], path: Path) -> None:
+    """Per ordered pair: how similar each layer of the fully fine-tuned transfer (l_c = 0) stays
+    to the primary's, one line per architecture."""
+    full = {k[:3]: v for k, v in profiles.items() if k[3] == 0}
+    pairs = _ordered({k[1:] for k in full}, [(a, b) for a in tasks for b in tasks])
+    archs = sorted({k[0] for k in full})
+    ncols = min(len(pairs), 3)
+    nrows = math.ceil(len(pairs) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(pairs):]:
+        ax.set_visible(False)
+    for ax, (source, target) in zip(axes.flat, pairs):
+        for j, arch in enumerate(archs):
+            values = full.get((arch, source, target))
+            if values:
+                ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, color=COLORS[j % len(COLORS)], label=arch)
+        ax.set_title(f"{source} → {target}", fontsize=10)
+        ax.set_xlabel("body layer")
+        ax.set_ylabel("CKA with the primary")
+        ax.set_ylim(0, 1.05)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0.06 if nrows < 3 else 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_matrix(scores, tasks: List[str], path: Path) -> None:
     archs = sorted({k[0] for k in scores if k[0] != "all"}) + ["all"]
     names = [t for t in tasks if any(t in k[1:] for k in scores)]
@@ -127,6 +156,14 @@ def write_report(out: Path, records, config: dict) -> Path:
         plot_matrix(scores, tasks, out / "transferability.png")
         figures.append(("transferability.png", "Transferability: mean gain over l_c against the baseline, in metric "
                         "points; positive means the transfer beats training on the secondary task alone."))
+    profiles = analysis.similarity(records)
+    if any(k[3] == 0 for k in profiles):
+        plot_similarity(profiles, tasks, out / "similarity.png")
+        figures.append(("similarity.png", "How much full fine-tuning (l_c = 0) changed each layer: linear CKA between "
+                        "the primary's and the transfer's layer outputs on the secondary test set (1: unchanged up to "
+                        "rotation and scale). Layers that stay near 1 carried over."))
+    write_csv(out / "similarity.csv", ["arch", "source", "target", "frozen", "layer", "cka"],
+              [[a, s, t, k, i + 1, f"{v:.4f}"] for (a, s, t, k), values in profiles.items() for i, v in enumerate(values)])
     write_csv(out / "curves.csv", ["arch", "source", "target", "metric", "frozen", "mean", "std", "baseline_mean", "baseline_std", "seeds"],
               [[c.arch, c.source, c.target, c.metric, k, f"{m:.4f}", f"{s:.4f}", f"{c.baseline_mean:.4f}", f"{c.baseline_std:.4f}", c.seeds]
                for c in curves for k, m, s in zip(c.frozen, c.mean, c.std)])
@@ -159,7 +196,8 @@ def write_report(out: Path, records, config: dict) -> Path:
               "<h2>Transferability</h2>", _table(["arch", "primary", "secondary", "gain (mean)", "std"], score_rows),
               '<p>Every number: <a href="results.csv">results.csv</a> (one row per job, split and metric), '
               '<a href="curves.csv">curves.csv</a>, <a href="transferability.csv">transferability.csv</a>, '
-              '<a href="asymmetry.csv">asymmetry.csv</a>, <a href="freezable.csv">freezable.csv</a>.</p>']
+              '<a href="asymmetry.csv">asymmetry.csv</a>, <a href="freezable.csv">freezable.csv</a>, '
+              '<a href="similarity.csv">similarity.csv</a>.</p>']
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
              "img{max-width:100%}table{border-collapse:collapse;font-size:90%}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")
