@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,3 +43,13 @@ def tiny_raw():
 @pytest.fixture
 def tiny(tiny_raw):
     return config_from_dict(tiny_raw, "tiny.toml")
+
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def cli_env():
+    """The environment for running `python -m layerwise` on this checkout's code, whichever copy
+    of the package is installed."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1"}

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import cli_env
 from layerwise.cli import main
 
 
@@ -25,8 +26,8 @@ def write_config(tmp_path, raw):
 
 
 def layerwise(*args, cwd=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "layerwise", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run([sys.executable, "-m", "layerwise", *args], capture_output=True, text=True, cwd=cwd,
+                          env=cli_env())
 
 
 def test_run_writes_results_and_report_and_a_rerun_resumes(tmp_path, tiny_raw):
@@ -152,7 +153,7 @@ def test_a_stopped_run_says_how_to_resume_and_keeps_finished_jobs(tmp_path, tiny
     config = write_config(tmp_path, tiny_raw)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     deadline = time.time() + 60
     while not list(out.glob("jobs/*.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

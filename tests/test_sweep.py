@@ -160,13 +160,15 @@ def test_two_processes_share_one_sweep_without_repeating_a_job(tmp_path, tiny_ra
     import subprocess
     import sys
 
+    from conftest import cli_env
     from test_cli import write_config
 
     tiny_raw["frozen"] = "all"
     config = write_config(tmp_path, tiny_raw)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"]
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+               for _ in range(2)]
     outputs = [w.communicate(timeout=300) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     ran = [int(re.search(r"ran (\d+) jobs", err).group(1)) for _, err in outputs]

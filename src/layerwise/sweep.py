@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,9 +227,9 @@ class Sweep:
         finished: Dict[str, dict] = {}
         self._collect(finished)
         bar = tqdm(total=len(self.jobs), initial=len(finished), unit="job", disable=not self.progress,
-                   dynamic_ncols=True, mininterval=0.5)
+                   dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line a while
         ran: List[Job] = []
-        show_epoch = lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}")  # noqa: E731
+        show_epoch = lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}", refresh=False)  # noqa: E731
         try:
             while True:
                 self._collect(finished, bar)
@@ -238,14 +239,14 @@ class Sweep:
                 ready = [u for u in todo if u[0].kind == "scratch" or u[0].primary in finished]
                 unit = next((u for u in ready if self.store.claim(u[0].key)), None)
                 if unit is None:  # what is left is running elsewhere, or waits for a primary that is
-                    bar.set_description(f"waiting for {len(todo)} units claimed in {self.store.claims}")
+                    bar.set_description(f"waiting for {len(todo)} units claimed in {self.store.claims}", refresh=False)
                     time.sleep(poll)
                     continue
                 try:
                     for job in unit:
                         if self.store.has(job.key):
                             continue
-                        bar.set_description(job.describe())
+                        bar.set_description(job.describe(), refresh=False)
                         finished[job.key] = self.run_job(job, show_epoch)
                         ran.append(job)
                         bar.update()
