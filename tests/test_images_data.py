@@ -295,11 +295,6 @@ def test_images_move_as_bytes_and_index_on_any_device(tmp_path):
     assert torch.equal(batch[0, 0], (torch.tensor([[12.0, 13], [14, 15]]) - 1) / 2)
 
 
-def test_labels_leave_out_where_the_files_come_from():
-    assert TASKS["cifar10"](root="/x", download=True, verify=False).label() == "cifar10"
-    assert TASKS["svhn"](extra=True).label() == "svhn[extra=True]"
-
-
 def test_where_the_files_come_from_does_not_change_a_jobs_identity():
     assert TASKS["cifar10"](root="/x", download=True, verify=False).identity() == TASKS["cifar10"]().identity()
     assert TASKS["cifar10"](split_seed=1).identity() != TASKS["cifar10"]().identity()

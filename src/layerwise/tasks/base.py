@@ -101,13 +101,6 @@ class Task:
         ones. Job keys are made from it, so moving the data elsewhere reruns nothing."""
         return {"name": self.name, **{k: v for k, v in self.options().items() if k not in self.INCIDENTAL}}
 
-    def label(self) -> str:
-        """The task name plus any options that differ from the defaults, so two variants of one
-        task stay apart."""
-        defaults = type(self)().identity()
-        changed = [f"{k}={v}" for k, v in self.identity().items() if v != defaults[k]]
-        return self.name + (f"[{','.join(changed)}]" if changed else "")
-
 
 def make_task(cls, options: Dict[str, Any], where: str) -> Task:
     """Build a task from its options, naming the bad key and the valid ones on a mistake."""
