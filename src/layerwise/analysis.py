@@ -1,209 +1,543 @@
-"""From job records to curves, transferability scores, asymmetry and a summary in words.
+"""From a results table to the paper's observations, each with its statistic and interval.
 
-Transfer results are compared with the baseline of the same architecture and seed: the *gain* of
-a transfer is its secondary test metric minus the baseline's, signed so that positive means
-better than training on the secondary task alone (for error rates the sign flips). It is in the
-metric's own points (accuracy or error in percent). A pair's *transferability* is the mean gain
-over `l_c`, averaged over seeds.
+`observations(results)` takes the `results.csv` table of a run (a pandas DataFrame, a path, or a
+list of job records) and returns every verdict the report prints. It reads nothing else, so
+results produced anywhere can be analysed, and the statistics are testable on tables alone.
+
+Units. A transfer's *gain* is the baseline's error minus the transfer's (the baseline is the
+model of the same architecture and seed trained on the secondary task alone), so positive means
+the transfer is better. An error is the metric itself when lower is better, else 100 minus it (a
+higher-is-better metric is a percentage). The gain is kept in metric points, and is also
+*normalised*: divided by the baseline's mean error over seeds, it is the relative change in
+error (+0.2: a fifth of the baseline's errors removed), which compares across tasks, metrics and
+difficulty. `l_c` is also a fraction of depth, `l_c / L_H`, and a pair's *transferability* is the
+area under its normalised-gain curve over that fraction (divided by the fraction's span), so
+architectures of different depth count alike. Every comparison between pairs, directions or
+architectures uses the normalised transferability.
+
+Statistics (see `stats`): seeds are the independent units and every test pairs by seed; sample
+standard deviations (ddof = 1) and t intervals; Holm's correction across the comparisons of one
+family (the asymmetry table; the `l_c` values of one curve). Model-selection decisions (what to
+freeze) use the validation split, and the test split is only reported.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from dataclasses import dataclass
-from itertools import combinations
-from typing import Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from scipy.cluster import hierarchy
 
-Pair = Tuple[str, str]
+from . import stats
+from .errors import UserError
 
-
-@dataclass
-class Curve:
-    arch: str
-    source: str
-    target: str
-    metric: str
-    lower_is_better: bool
-    frozen: List[int]
-    mean: List[float]
-    std: List[float]
-    baseline_mean: float
-    baseline_std: float
-    seeds: int
+REQUIRED = ["arch", "source", "target", "seed", "frozen", "split", "metric", "value"]
+LOWER_IS_BETTER = {"error", "err", "per", "fer", "wer", "cer", "ue", "loss"}
+GROUP = ["arch", "source", "target"]
 
 
-def _baselines(records) -> Dict[Tuple[str, str, int], dict]:
-    return {(r["arch"], r["target"], r["seed"]): r for r in records if r["kind"] == "scratch"}
+class Record(dict):
+    """A dict whose keys also read as attributes (`obs.factors.verdict`); JSON-serialisable."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
-def _sign(record) -> float:
-    return -1.0 if record["lower_is_better"] else 1.0
+def _plain(value):
+    """Python scalars, None for NaN, Record for dicts: what json.dumps writes without complaint."""
+    if isinstance(value, dict):
+        return Record({str(k): _plain(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
 
 
-def curves(records, split: str = "test") -> List[Curve]:
-    """One curve per (arch, primary, secondary): the secondary metric against `l_c`, with the
-    baseline, mean and standard deviation over seeds."""
-    base = _baselines(records)
-    groups = defaultdict(lambda: defaultdict(list))
-    info = {}
-    for r in records:
-        if r["kind"] == "transfer":
-            groups[r["arch"], r["source"], r["target"]][r["frozen"]].append(r[split][r["metric"]])
-            info[r["arch"], r["source"], r["target"]] = r
-    out = []
-    for (arch, source, target), by_frozen in sorted(groups.items()):
-        r = info[arch, source, target]
-        baseline = [b[split][b["metric"]] for (a, t, _), b in base.items() if a == arch and t == target]
-        frozen = sorted(by_frozen)
-        out.append(Curve(arch, source, target, r["metric"], r["lower_is_better"], frozen,
-                         [float(np.mean(by_frozen[k])) for k in frozen], [float(np.std(by_frozen[k])) for k in frozen],
-                         float(np.mean(baseline)) if baseline else float("nan"),
-                         float(np.std(baseline)) if baseline else float("nan"),
-                         max(len(v) for v in by_frozen.values())))
+def metric_lower_is_better(metric: str) -> bool:
+    name = str(metric).lower()
+    return name in LOWER_IS_BETTER or name.endswith("error")
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+def results_table(results) -> pd.DataFrame:
+    """`results` as a DataFrame with results.csv's columns: a DataFrame, a CSV path, or job records."""
+    if isinstance(results, pd.DataFrame):
+        return results.copy()
+    if isinstance(results, (str, Path)):
+        try:
+            return pd.read_csv(results)
+        except (OSError, pd.errors.ParserError) as err:
+            raise UserError(f"cannot read the results table {results}: {err}") from None
+    from .store import result_rows
+
+    return pd.DataFrame(result_rows(list(results)))
+
+
+def _clean(df: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
+    """One row per job and split, holding the task's own metric as an error, with every column the
+    analysis needs (missing optional columns are inferred, and said so)."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise UserError(f"the results table lacks the column(s) {', '.join(missing)}; expected at least "
+                        f"{', '.join(REQUIRED)} (the columns of results.csv)")
+    if "status" in df.columns:
+        failed = df["status"].notna() & ~df["status"].isin(["ok", ""])
+        if failed.any():
+            notes.append(f"{int(failed.sum())} rows of failed jobs left out")
+        df = df[~failed]
+    df = df.copy()
+    df["source"] = df["source"].where(df["source"].notna(), "").astype(str).replace("nan", "")
+    if "kind" not in df.columns:
+        df["kind"] = np.where(df["source"] == "", "scratch", "transfer")
+    if "main" in df.columns:
+        df = df[df["main"].astype(str).str.lower().isin(["true", "1", "yes"])]
+    else:  # the first metric listed for a task is its own (results.csv lists it first)
+        first = df.groupby("target", sort=False)["metric"].first()
+        df = df[df["metric"] == df["target"].map(first)]
+    if "lower_is_better" in df.columns:
+        df["lower"] = df["lower_is_better"].astype(str).str.lower().isin(["true", "1", "yes"])
+    else:
+        df["lower"] = df["metric"].map(metric_lower_is_better)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    bad = ~np.isfinite(df["value"])
+    if bad.any():
+        notes.append(f"{int(bad.sum())} rows without a finite value left out")
+        df = df[~bad]
+    df["error"] = np.where(df["lower"], df["value"], 100.0 - df["value"])
+    for col in ("fold", "source_fold"):
+        df[col] = df[col].fillna(-1) if col in df.columns else -1
+    df["frozen"] = pd.to_numeric(df["frozen"], errors="coerce")
+    if "num_layers" not in df.columns or df["num_layers"].isna().all():
+        depth = df[df["kind"] == "transfer"].groupby("arch")["frozen"].max()
+        df["num_layers"] = df["arch"].map(depth)
+        if len(depth):
+            notes.append("num_layers not given: each architecture's depth is taken as its largest l_c")
+    return df
+
+
+def per_seed(results, notes: Optional[List[str]] = None) -> pd.DataFrame:
+    """One row per (arch, source, target, seed, l_c, split): the transfer's metric, its baseline's,
+    the gain in points and normalised, and l_c as a fraction of depth; folds averaged."""
+    notes = [] if notes is None else notes
+    df = _clean(results_table(results), notes)
+    keys = ["arch", "target", "seed", "fold", "split"]
+    base = df[df["kind"] == "scratch"].groupby(keys, as_index=False).agg(baseline=("value", "mean"),
+                                                                          baseline_error=("error", "mean"))
+    scale = base.groupby(["arch", "target", "fold", "split"], as_index=False).agg(scale=("baseline_error", "mean"))
+    t = df[df["kind"] == "transfer"].merge(base, on=keys, how="left").merge(scale, on=["arch", "target", "fold", "split"], how="left")
+    orphan = t["baseline"].isna()
+    if orphan.any():
+        notes.append(f"{int(orphan.sum())} transfer rows have no baseline of the same architecture, task and seed; left out")
+        t = t[~orphan]
+    flat = ~(t["scale"] > 0)
+    if flat.any():
+        names = sorted(set(t.loc[flat, "target"]))
+        notes.append(f"the baseline error of {', '.join(names)} is 0, so its relative gains are undefined; left out")
+        t = t[~flat]
+    t = t.assign(gain=t["baseline_error"] - t["error"])
+    t["rel"] = t["gain"] / t["scale"]
+    out = t.groupby(GROUP + ["seed", "frozen", "split"], as_index=False).agg(
+        num_layers=("num_layers", "max"), metric=("metric", "first"), lower=("lower", "first"),
+        value=("value", "mean"), baseline=("baseline", "mean"), gain=("gain", "mean"), rel=("rel", "mean"))
+    out["frozen"] = out["frozen"].astype(int)
+    out["fraction"] = out["frozen"] / out["num_layers"]
     return out
 
 
-def freezable(curve: Curve, tolerance: float = 1.0) -> int:
-    """The deepest `l_c` such that holding that many layers (and every shallower choice) costs
-    at most `tolerance` metric points against the baseline: how much of the primary can be
-    frozen for this secondary task. -1 when even `l_c = 0` costs more."""
-    sign = -1.0 if curve.lower_is_better else 1.0
-    depth = -1
-    for k, mean in zip(curve.frozen, curve.mean):
-        if sign * (mean - curve.baseline_mean) < -tolerance:
-            break
-        depth = k
-    return depth
+def _area(fraction: np.ndarray, values: np.ndarray) -> float:
+    """Mean height of a curve over its span of depth fractions (trapezoids); a lone point is itself."""
+    if len(values) == 1:
+        return float(values[0])
+    span = fraction[-1] - fraction[0]
+    return float(np.sum(np.diff(fraction) * (values[1:] + values[:-1]) / 2) / span)
 
 
-def similarity(records) -> Dict[Tuple[str, str, str, int], List[float]]:
+def seed_scores(table: pd.DataFrame, split: str, notes: List[str]) -> pd.DataFrame:
+    """Per (arch, source, target, seed): the area under the normalised and raw gain curves. A
+    seed that lacks some `l_c` of its curve is left out rather than averaged over fewer points."""
+    rows = []
+    for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
+        levels = sorted(curve["frozen"].unique())
+        for seed, one in curve.groupby("seed"):
+            one = one.sort_values("frozen")
+            if list(one["frozen"]) != levels:
+                notes.append(f"{arch} {source} → {target} seed {seed} lacks l_c "
+                             f"{sorted(set(levels) - set(one['frozen']))}: left out of its transferability")
+                continue
+            f = one["fraction"].to_numpy(float)
+            rows.append({"arch": arch, "source": source, "target": target, "seed": seed,
+                         "score": _area(f, one["rel"].to_numpy(float)), "points": _area(f, one["gain"].to_numpy(float))})
+    return pd.DataFrame(rows, columns=GROUP + ["seed", "score", "points"])
+
+
+def _interval(values) -> dict:
+    i = stats.mean_interval(values)
+    return {"mean": i.mean, "sd": i.sd, "ci": None if i.low is None else [i.low, i.high], "n": i.n}
+
+
+# ---------------------------------------------------------------------------------------------
+# The observations
+
+
+def curves(table: pd.DataFrame, split: str, alpha: float, test: str) -> List[dict]:
+    """Per (arch, pair, l_c): the metric, the baseline and the gain with intervals; the gain tested
+    against 0 and Holm-adjusted across the curve's `l_c` values."""
+    out = []
+    for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
+        points = []
+        for frozen, at in curve.groupby("frozen"):
+            result = stats.paired_test(at["gain"], test)
+            points.append({"arch": arch, "source": source, "target": target, "frozen": int(frozen),
+                           "num_layers": int(at["num_layers"].max()), "fraction": float(at["fraction"].iloc[0]),
+                           "metric": at["metric"].iloc[0], "lower_is_better": bool(at["lower"].iloc[0]),
+                           "seeds": len(at), "value": _interval(at["value"]), "baseline": _interval(at["baseline"]),
+                           "gain": _interval(at["gain"]), "relative_gain": _interval(at["rel"]),
+                           "t": result.statistic, "p": result.p})
+        for point, adjusted in zip(points, stats.holm([p["p"] for p in points])):
+            point["p_adjusted"] = adjusted
+            point["significant_loss"] = adjusted is not None and adjusted < alpha and point["gain"]["mean"] < 0
+        out += points
+    return out
+
+
+def transfer_depth(points: List[dict]) -> List[dict]:
+    """Per curve: the deepest `l_c` such that neither it nor any shallower `l_c` loses significantly
+    against the baseline (-1 when full fine-tuning already does); None with one seed."""
+    out = []
+    by_curve = defaultdict(list)
+    for p in points:
+        by_curve[p["arch"], p["source"], p["target"]].append(p)
+    for (arch, source, target), ps in by_curve.items():
+        ps.sort(key=lambda p: p["frozen"])
+        depth = None
+        if min(p["seeds"] for p in ps) >= 2:
+            depth = -1
+            for p in ps:
+                if p["significant_loss"]:
+                    break
+                depth = p["frozen"]
+        num_layers = ps[0]["num_layers"]
+        out.append({"arch": arch, "source": source, "target": target, "num_layers": num_layers, "depth": depth,
+                    "fraction": None if depth is None or depth < 0 else depth / num_layers})
+    return out
+
+
+def transferability(scores: pd.DataFrame) -> List[dict]:
+    """Per (arch, ordered pair), and averaged over architectures ("all"): the normalised
+    transferability and its points equivalent, with intervals over seeds."""
+    out = []
+    for (arch, source, target), g in scores.groupby(GROUP):
+        out.append({"arch": arch, "source": source, "target": target, **_interval(g["score"]),
+                    "points": _interval(g["points"])})
+    if scores["arch"].nunique() > 1:
+        pooled = scores.groupby(["source", "target", "seed"], as_index=False)[["score", "points"]].mean()
+        for (source, target), g in pooled.groupby(["source", "target"]):
+            out.append({"arch": "all", "source": source, "target": target, **_interval(g["score"]),
+                        "points": _interval(g["points"])})
+    return out
+
+
+def asymmetry(scores: pd.DataFrame, alpha: float, test: str) -> List[dict]:
+    """A → B against B → A per architecture (and pooled over architectures), paired by seed,
+    Holm-adjusted across every comparison of the table."""
+    frames = [scores]
+    if scores["arch"].nunique() > 1:
+        frames.append(scores.groupby(["source", "target", "seed"], as_index=False)[["score", "points"]].mean().assign(arch="all"))
+    rows = []
+    for arch, g in pd.concat(frames).groupby("arch", sort=False):
+        by = {k: dict(zip(v["seed"], v["score"])) for k, v in g.groupby(["source", "target"])}
+        tasks = sorted({t for k in by for t in k})
+        for i, a in enumerate(tasks):
+            for b in tasks[i + 1:]:
+                ab, ba = by.get((a, b)), by.get((b, a))
+                if not ab or not ba:
+                    continue
+                seeds = sorted(set(ab) & set(ba))
+                if not seeds:
+                    continue
+                diffs = np.array([ab[s] - ba[s] for s in seeds])
+                result = stats.paired_test(diffs, test)
+                rows.append({"arch": arch, "a": a, "b": b, "a_to_b": float(np.mean([ab[s] for s in seeds])),
+                             "b_to_a": float(np.mean([ba[s] for s in seeds])), "difference": _interval(diffs),
+                             "seeds": len(seeds), "test": test, "statistic": result.statistic, "df": result.df,
+                             "p": result.p, "note": result.note})
+    for row, adjusted in zip(rows, stats.holm([r["p"] for r in rows])):
+        row["p_adjusted"] = adjusted
+        row["nonsymmetric"] = adjusted is not None and adjusted < alpha
+    return rows
+
+
+def factor_table(scores: pd.DataFrame, notes: List[str]) -> np.ndarray:
+    """y[pair, arch, seed] of normalised transferability, keeping the pairs every architecture has
+    and the seeds every cell has."""
+    archs = sorted(scores["arch"].unique())
+    cells = scores.groupby(["source", "target"])["arch"].nunique()
+    pairs = [p for p, n in cells.items() if n == len(archs)]
+    if len(pairs) < len(cells):
+        notes.append(f"{len(cells) - len(pairs)} ordered pairs not run on every architecture are left out of the factor analysis")
+    kept = scores[[(s, t) in set(pairs) for s, t in zip(scores["source"], scores["target"])]]
+    counts = kept.groupby("seed").size()
+    seeds = sorted(counts[counts == len(pairs) * len(archs)].index)
+    y = np.full((len(pairs), len(archs), len(seeds)), np.nan)
+    index = {(s, t): i for i, (s, t) in enumerate(pairs)}
+    for row in kept[kept["seed"].isin(seeds)].itertuples():
+        y[index[row.source, row.target], archs.index(row.arch), seeds.index(row.seed)] = row.score
+    return y
+
+
+def relatedness(scores: pd.DataFrame, resamples: int, seed: int) -> Optional[dict]:
+    """Task relatedness from normalised transferability averaged over architectures: the matrix
+    with intervals, a hierarchical clustering of the tasks, and how stable the ranking of ordered
+    pairs (and the clustering's first merge) is when seeds are resampled."""
+    pooled = scores.groupby(["source", "target", "seed"], as_index=False)["score"].mean()
+    if pooled.empty:
+        return None
+    tasks = list(dict.fromkeys(list(pooled["source"]) + list(pooled["target"])))
+    pairs = sorted(set(zip(pooled["source"], pooled["target"])))
+    matrix = np.full((len(tasks), len(tasks)), np.nan)
+    entries = []
+    for (source, target), g in pooled.groupby(["source", "target"]):
+        i = _interval(g["score"])
+        matrix[tasks.index(source), tasks.index(target)] = i["mean"]
+        entries.append({"source": source, "target": target, **i})
+    wide = pooled.pivot(index="seed", columns=["source", "target"], values="score").dropna()
+    out = {"tasks": tasks, "matrix": matrix.tolist(), "pairs": entries, "linkage": None, "stability": None}
+    if len(tasks) >= 2:
+        out["linkage"] = _cluster(matrix).tolist()
+    order = sorted(pairs, key=lambda p: -matrix[tasks.index(p[0]), tasks.index(p[1])])
+    out["ranking"] = [{"source": s, "target": t, "rank": r + 1} for r, (s, t) in enumerate(order)]
+    if len(wide) >= 2 and len(pairs) >= 2:
+        out["stability"] = _stability(wide, order, resamples, seed)
+        ranks = out["stability"].pop("rank_intervals")
+        for entry in out["ranking"]:
+            entry["rank_interval"] = ranks[entry["source"], entry["target"]]
+    return out
+
+
+def _symmetric_distance(matrix: np.ndarray) -> np.ndarray:
+    """Relatedness of two tasks is the mean of both directions (one if only one ran); the
+    distance is how far it falls below the most related pair's."""
+    both = np.where(np.isnan(matrix), matrix.T, matrix)
+    np.fill_diagonal(both, 0.0)
+    sym = np.nanmean(np.stack([both, both.T]), axis=0)
+    top = np.nanmax(sym[~np.eye(len(sym), dtype=bool)]) if np.isfinite(sym).any() else 0.0
+    dist = top - sym
+    worst = np.nanmax(dist) if np.isfinite(dist).any() else 1.0
+    dist = np.where(np.isnan(dist), worst + 1.0, dist)  # pairs never run are the farthest apart
+    np.fill_diagonal(dist, 0.0)
+    return dist
+
+
+def _cluster(matrix: np.ndarray) -> np.ndarray:
+    from scipy.spatial.distance import squareform
+
+    return hierarchy.linkage(squareform(_symmetric_distance(matrix), checks=False), method="average")
+
+
+def _stability(wide: pd.DataFrame, order, resamples: int, seed: int) -> dict:
+    """Resample seeds; recompute the ranking of ordered pairs (Kendall tau against the observed one,
+    how often the top pair stays on top, each pair's rank interval) and the clustering's first merge
+    (the two tasks most related both ways, which average linkage joins first)."""
+    rng = np.random.default_rng(seed)
+    values = wide.to_numpy(float)  # (seeds, pairs)
+    columns = list(wide.columns)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)  # (resamples, pairs)
+    ranks = (-means).argsort(axis=1).argsort(axis=1) + 1
+    observed = np.array([order.index(c) for c in columns]) + 1
+    i, j = np.triu_indices(len(columns), 1)
+    taus = (np.sign(ranks[:, i] - ranks[:, j]) * np.sign(observed[i] - observed[j])).mean(axis=1)
+    unordered = sorted({tuple(sorted(c)) for c in columns})
+    both = np.stack([means[:, [k for k, c in enumerate(columns) if tuple(sorted(c)) == u]].mean(axis=1)
+                     for u in unordered], axis=1)  # (resamples, unordered pairs)
+    observed_both = [values.mean(0)[[k for k, c in enumerate(columns) if tuple(sorted(c)) == u]].mean() for u in unordered]
+    first = int(np.argmax(observed_both))
+    low, high = np.percentile(ranks, [2.5, 97.5], axis=0)
+    return {"resamples": resamples, "kendall_tau_mean": float(taus.mean()),
+            "kendall_tau_interval": [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))],
+            "top_pair": list(order[0]), "top_pair_frequency": float(np.mean(ranks[:, columns.index(order[0])] == 1)),
+            "first_merge": list(unordered[first]), "first_merge_frequency": float(np.mean(both.argmax(axis=1) == first)),
+            "rank_intervals": {c: [float(low[k]), float(high[k])] for k, c in enumerate(columns)}}
+
+
+def what_to_freeze(table: pd.DataFrame, tolerance: float, confidence: float = 0.95) -> List[dict]:
+    """Per (arch, pair): the deepest `l_c` such that no `l_c` up to it loses, on the validation
+    split, significantly more than `tolerance` metric points against the baseline (the upper end of
+    the gain's interval stays above -tolerance; with one seed, the gain itself); the test split at
+    that `l_c` is reported, never used to choose. `established` says whether the whole interval
+    lies within the tolerance for every `l_c` up to the choice."""
+    split = "val" if (table["split"] == "val").any() else "test"
+    out = []
+    test = table[table["split"] == "test"]
+    for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
+        chosen, established = -1, True
+        for frozen, at in curve.groupby("frozen"):
+            i = stats.mean_interval(at["gain"], confidence)
+            upper = i.mean if i.high is None else i.high
+            if upper < -tolerance:
+                break
+            chosen = int(frozen)
+            established = established and i.low is not None and i.low >= -tolerance
+        at_test = test[(test["arch"] == arch) & (test["source"] == source) & (test["target"] == target)
+                       & (test["frozen"] == chosen)]
+        out.append({"arch": arch, "source": source, "target": target, "num_layers": int(curve["num_layers"].max()),
+                    "frozen": chosen, "chosen_on": split, "tolerance": tolerance,
+                    "established": bool(established and chosen >= 0),
+                    "test_value": _interval(at_test["value"]) if len(at_test) else None,
+                    "test_gain": _interval(at_test["gain"]) if len(at_test) else None})
+    return out
+
+
+def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float = 1.0,
+                 resamples: int = 2000, seed: int = 0) -> Record:
+    """Every verdict of the report, from a results table alone.
+
+    `results`: results.csv as a DataFrame (or its path, or job records). Required columns: arch,
+    source (empty for models trained from scratch), target, seed, frozen (empty for those), split
+    ("val", "test"), metric, value; optional: num_layers (L_H; else the largest l_c), lower_is_better
+    (else from the metric's name), main (which metric is the task's own; else the first listed per
+    task), fold and source_fold (scores are averaged over folds), status (failed jobs are left out).
+    `test`: "t" (paired t, n - 1 degrees of freedom) or "sign-flip" (exact permutation).
+    Returns a dict (keys also read as attributes) that json.dumps writes as it is.
+    """
+    if test not in stats.TESTS:
+        raise UserError(f"test must be one of {', '.join(stats.TESTS)}; got {test!r}")
+    notes: List[str] = []
+    table = per_seed(results, notes)
+    seeds = int(table["seed"].nunique()) if len(table) else 0
+    out: Dict[str, Any] = {
+        "settings": {"alpha": alpha, "test": test, "tolerance": tolerance, "resamples": resamples,
+                     "confidence": 0.95, "correction": "holm",
+                     "gain": "baseline error minus transfer error; normalised: divided by the baseline's mean error",
+                     "transferability": "area under the normalised gain over l_c / L_H, divided by its span",
+                     "folds": "averaged within each seed"},
+        "seeds": seeds, "notes": notes, "curves": [], "transfer_depth": [], "transferability": [],
+        "asymmetry": [], "nonsymmetric": False, "factors": None, "relatedness": None, "what_to_freeze": []}
+    if table.empty:
+        notes.append("no transfer has a baseline yet, so there is nothing to compare")
+        out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None, "note": "no transfers"}
+        return _plain(out)
+    if seeds < 2:
+        notes.append("one seed: significance cannot be assessed, so no verdict is asserted")
+    split = "test" if (table["split"] == "test").any() else table["split"].iloc[0]
+    out["curves"] = curves(table, split, alpha, test)
+    out["transfer_depth"] = transfer_depth(out["curves"])
+    scores = seed_scores(table, split, notes)
+    out["transferability"] = transferability(scores)
+    out["asymmetry"] = asymmetry(scores, alpha, test)
+    out["nonsymmetric"] = any(r["nonsymmetric"] for r in out["asymmetry"])
+    if scores["arch"].nunique() >= 2:
+        y = factor_table(scores, notes)
+        out["factors"] = stats.factors(y, alpha, resamples, seed=seed) if y.size else \
+            {"verdict": "inconclusive", "interval": None, "difference": None, "note": "no seed has every cell"}
+    else:
+        out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None,
+                          "note": "one architecture: the tasks cannot be weighed against architectures"}
+    out["relatedness"] = relatedness(scores, min(resamples, 1000), seed)
+    out["what_to_freeze"] = what_to_freeze(table, tolerance)
+    if not (table["split"] == "val").any():
+        notes.append("no validation rows: what to freeze was chosen on the test split")
+    out["split"] = split
+    return _plain(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Words
+
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}%"
+
+
+def _ci_pct(ci) -> str:
+    return "" if not ci else f" (95% CI {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%)"
+
+
+def summary(obs: Record) -> List[str]:
+    """Plain sentences about what the run measured, stated only as strongly as the statistics allow."""
+    if not obs["transferability"]:
+        return ["No transfer has finished yet, so there is nothing to compare."]
+    lines = []
+    seeds = obs["seeds"]
+    pooled = [t for t in obs["transferability"] if t["arch"] == "all"] or obs["transferability"]
+    best, worst = max(pooled, key=lambda t: t["mean"]), min(pooled, key=lambda t: t["mean"])
+    lines.append(f"Transferability (the mean relative change in error against the baseline over the depth fraction "
+                 f"l_c / L_H; positive: fewer errors than training on the secondary task alone) ranges from "
+                 f"{_pct(worst['mean'])} ({worst['source']} → {worst['target']}{_ci_pct(worst['ci'])}) to "
+                 f"{_pct(best['mean'])} ({best['source']} → {best['target']}{_ci_pct(best['ci'])}), over {seeds} seed(s).")
+    rel = obs.get("relatedness") or {}
+    stab = rel.get("stability")
+    if stab:
+        lines.append(f"Read as task relatedness, {best['source']} → {best['target']} ranks first in "
+                     f"{100 * stab['top_pair_frequency']:.0f}% of {stab['resamples']} resamples of the seeds; the ranking of "
+                     f"ordered pairs agrees with the observed one with a mean Kendall tau of {stab['kendall_tau_mean']:.2f}.")
+    rows = obs["asymmetry"]
+    if rows:
+        if seeds < 2:
+            lines.append("Nonsymmetry: with one seed there is no estimate of noise, so no difference between directions "
+                         "can be called nonsymmetric; run more seeds.")
+        else:
+            clear = [r for r in rows if r["nonsymmetric"]]
+            top = min(rows, key=lambda r: (r["p_adjusted"] is None, r["p_adjusted"] or 1.0, -abs(r["difference"]["mean"])))
+            d = top["difference"]
+            lines.append(f"Nonsymmetry: {len(clear)} of {len(rows)} comparisons of A → B with B → A differ after Holm's "
+                         f"correction ({top['test']} test over seeds, alpha {obs['settings']['alpha']}). The strongest: "
+                         f"{top['arch']}, {top['a']} → {top['b']} {_pct(top['a_to_b'])} against {top['b']} → {top['a']} "
+                         f"{_pct(top['b_to_a'])}, difference {_pct(d['mean'])}{_ci_pct(d['ci'])}, adjusted p = "
+                         + ("n/a" if top["p_adjusted"] is None else f"{top['p_adjusted']:.3g}") + ". "
+                         + ("Transferability is nonsymmetric here." if clear else
+                            "This run does not show nonsymmetry beyond seed noise."))
+    f = obs.get("factors") or {}
+    if f.get("tasks"):
+        iv = f["interval"]
+        verdict = {"tasks": "the tasks matter more than the architecture",
+                   "architecture": "the architecture matters more than the tasks",
+                   "inconclusive": "neither can be said to matter more (inconclusive)"}[f["verdict"]]
+        lines.append(f"Tasks against architectures: the spread (standard deviation of effects) of transferability across "
+                     f"ordered pairs is {_pct(f['tasks']['spread'])[1:]} and across architectures "
+                     f"{_pct(f['architecture']['spread'])[1:]} (pair effect p = {_fmt_p(f['tasks']['p'])}, architecture "
+                     f"effect p = {_fmt_p(f['architecture']['p'])}); the difference of their variances has a 95% bootstrap "
+                     f"interval over seeds of [{iv[0]:.4f}, {iv[1]:.4f}]. In this run {verdict}.")
+    elif f.get("note"):
+        lines.append(f"Tasks against architectures: not assessed ({f['note']}).")
+    depths = [d for d in obs["transfer_depth"] if d["depth"] is not None]
+    if depths:
+        short = sorted((d for d in depths if d["depth"] < d["num_layers"]), key=lambda d: d["depth"])
+        lines.append(f"Transfer depth (the deepest l_c with no significant loss against the baseline, Holm across the "
+                     f"l_c of each curve): {len(depths) - len(short)} of {len(depths)} curves keep every layer without a "
+                     "significant loss" + ("." if not short else "; the shallowest: " + ", ".join(
+                         f"{d['arch']} {d['source']} → {d['target']} at l_c = {d['depth']} of {d['num_layers']}"
+                         for d in short[:3]) + "."))
+    for note in obs["notes"]:
+        lines.append(f"Note: {note}.")
+    return lines
+
+
+def _fmt_p(p: Optional[float]) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def similarity(records) -> Dict[tuple, List[float]]:
     """(arch, source, target, l_c) -> linear CKA of each body layer between the primary and the
     fine-tuned transfer, averaged over seeds."""
     groups = defaultdict(list)
     for r in records:
-        if r["kind"] == "transfer" and r.get("similarity"):
+        if r.get("kind") == "transfer" and r.get("similarity"):
             groups[r["arch"], r["source"], r["target"], r["frozen"]].append(r["similarity"])
     return {k: [float(v) for v in np.mean(v, axis=0)] for k, v in sorted(groups.items())}
 
-
-def gains_by_seed(records, split: str = "test") -> Dict[Tuple[str, str, str], Dict[int, float]]:
-    """(arch, source, target) -> seed -> mean gain over l_c against that seed's baseline."""
-    base = _baselines(records)
-    per = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        b = base.get((r["arch"], r["target"], r["seed"]))
-        if r["kind"] == "transfer" and b is not None:
-            gain = _sign(r) * (r[split][r["metric"]] - b[split][b["metric"]])
-            per[r["arch"], r["source"], r["target"]][r["seed"]].append(gain)
-    return {k: {s: float(np.mean(v)) for s, v in seeds.items()} for k, seeds in per.items()}
-
-
-def transferability(records, split: str = "test") -> Dict[Tuple[str, str, str], Tuple[float, float]]:
-    """(arch, source, target) -> (mean, std over seeds) of the transferability; arch "all" is the
-    mean over architectures."""
-    by_seed = gains_by_seed(records, split)
-    out = {k: (float(np.mean(list(v.values()))), float(np.std(list(v.values())))) for k, v in by_seed.items()}
-    pairs = defaultdict(list)
-    for (arch, s, t), (mean, _) in out.items():
-        pairs[s, t].append(mean)
-    for (s, t), means in pairs.items():
-        out["all", s, t] = (float(np.mean(means)), float(np.std(means)))
-    return out
-
-
-@dataclass
-class Asymmetry:
-    arch: str
-    a: str
-    b: str
-    a_to_b: float
-    b_to_a: float
-    difference: float  # a_to_b - b_to_a
-    spread: Optional[float]  # standard deviation of the difference over seeds (None with one seed)
-    seeds: int
-
-    @property
-    def clear(self) -> bool:
-        """The difference is larger than twice its standard error over seeds."""
-        if self.spread is None:
-            return False
-        if self.spread == 0:
-            return self.difference != 0
-        return abs(self.difference) > 2 * self.spread / np.sqrt(self.seeds)
-
-
-def asymmetry(records, split: str = "test") -> List[Asymmetry]:
-    by_seed = gains_by_seed(records, split)
-    rows = []
-    archs = sorted({k[0] for k in by_seed})
-    tasks = sorted({t for k in by_seed for t in k[1:]})
-    for arch in archs:
-        for a, b in combinations(tasks, 2):
-            ab, ba = by_seed.get((arch, a, b)), by_seed.get((arch, b, a))
-            if not ab or not ba:
-                continue
-            seeds = sorted(set(ab) & set(ba))
-            if not seeds:
-                continue
-            diffs = [ab[s] - ba[s] for s in seeds]
-            rows.append(Asymmetry(arch, a, b, float(np.mean([ab[s] for s in seeds])), float(np.mean([ba[s] for s in seeds])),
-                                  float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if len(seeds) > 1 else None, len(seeds)))
-    return rows
-
-
-def tasks_against_architectures(scores) -> Optional[Tuple[float, float]]:
-    """(spread across architectures for the same pair, spread across pairs for the same
-    architecture), each the mean range of transferability in metric points; None when the run
-    has fewer than two architectures or two pairs."""
-    archs = sorted({k[0] for k in scores if k[0] != "all"})
-    pairs = sorted({k[1:] for k in scores if k[0] != "all"})
-    if len(archs) < 2 or len(pairs) < 2:
-        return None
-    by_arch = [np.ptp([scores[a, s, t][0] for a in archs if (a, s, t) in scores]) for s, t in pairs]
-    by_pair = [np.ptp([scores[a, s, t][0] for s, t in pairs if (a, s, t) in scores]) for a in archs]
-    return float(np.mean(by_arch)), float(np.mean(by_pair))
-
-
-def summary(records, split: str = "test") -> List[str]:
-    """Plain sentences about what this run measured, generated from the numbers."""
-    scores = transferability(records, split)
-    if not scores:
-        return ["No transfer has finished yet, so there is nothing to compare."]
-    lines = []
-    overall = sorted(((v[0], s, t) for (a, s, t), v in scores.items() if a == "all"), reverse=True)
-    best, worst = overall[0], overall[-1]
-    lines.append(f"Transferability (mean gain over l_c against the baseline, averaged over architectures and seeds) "
-                 f"ranges from {worst[0]:+.2f} points ({worst[1]} → {worst[2]}) to {best[0]:+.2f} points "
-                 f"({best[1]} → {best[2]}); read as task relatedness, {best[1]} → {best[2]} is the most related ordered pair "
-                 f"and {worst[1]} → {worst[2]} the least.")
-    rows = asymmetry(records, split)
-    if rows:
-        top = max(rows, key=lambda r: abs(r.difference))
-        clear = [r for r in rows if r.clear]
-        noise = "" if top.spread is None else f" (standard deviation over {top.seeds} seeds: {top.spread:.2f})"
-        lines.append(f"Nonsymmetry: the largest difference between the two directions of a pair is "
-                     f"{top.difference:+.2f} points for {top.arch}, {top.a} → {top.b} ({top.a_to_b:+.2f}) against "
-                     f"{top.b} → {top.a} ({top.b_to_a:+.2f}){noise}. "
-                     + (f"{len(clear)} of {len(rows)} (architecture, pair) comparisons differ by more than twice "
-                        "their standard error over seeds, so transferability is nonsymmetric here."
-                        if top.seeds > 1 else "With one seed there is no estimate of noise; run more seeds to judge it.")
-                     + ("" if clear or top.seeds < 2 else " None exceeds the seed noise, so this run does not show nonsymmetry."))
-    full = {k[:3]: v for k, v in similarity(records).items() if k[3] == 0}
-    if full:
-        first = np.mean([v[0] for v in full.values()])
-        last = np.mean([v[-1] for v in full.values()])
-        most = min(full, key=lambda k: np.mean(full[k]))
-        lines.append(f"Layer similarity: fully fine-tuned (l_c = 0), the first layer keeps a linear CKA of {first:.2f} "
-                     f"with the primary's on average and the last layer {last:.2f}; {most[0]} {most[1]} → {most[2]} "
-                     f"rewrites its primary the most (mean CKA {np.mean(full[most]):.2f} over layers).")
-    versus = tasks_against_architectures(scores)
-    if versus:
-        across_archs, across_pairs = versus
-        verdict = ("the tasks matter more than the architecture" if across_pairs > across_archs
-                   else "the architecture matters as much as or more than the tasks")
-        lines.append(f"Tasks against architectures: for the same pair, transferability differs across architectures by "
-                     f"{across_archs:.2f} points on average; for the same architecture, it differs across pairs by "
-                     f"{across_pairs:.2f} points. In this run {verdict}.")
-    return lines

@@ -1,9 +1,11 @@
 """Figures, tables and report.html for a run directory.
 
-- curves.png: the secondary metric against l_c per ordered pair, baseline dashed, error bars
-  over seeds (the style of the paper's figures);
-- transferability.png: the transferability of every ordered pair as a heatmap;
-- transferability.csv, asymmetry.csv, curves.csv: the numbers behind them;
+- curves.png: the secondary metric against l_c per ordered pair, baseline dashed, 95% intervals
+  over seeds as bands (the style of the paper's figures);
+- transferability.png: the normalised transferability of every ordered pair as a heatmap;
+- relatedness.png: the tasks clustered by relatedness (a dendrogram);
+- observations.json: every verdict with its statistic, p-value and interval (`analysis.observations`);
+- curves.csv, transferability.csv, asymmetry.csv, freezable.csv, similarity.csv: the numbers;
 - report.html: all of it with a summary generated from the numbers.
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import math
+from collections import defaultdict
 from pathlib import Path
 from typing import List
 
@@ -31,9 +35,25 @@ def _ordered(names, order):
     return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
 
-def plot_curves(curves: List[analysis.Curve], tasks: List[str], panels: str, path: Path) -> None:
-    pairs = _ordered({(c.source, c.target) for c in curves}, [(a, b) for a in tasks for b in tasks])
-    archs = sorted({c.arch for c in curves})
+def _curve_groups(points):
+    groups = defaultdict(list)
+    for p in points:
+        groups[p["arch"], p["source"], p["target"]].append(p)
+    return {k: sorted(v, key=lambda p: p["frozen"]) for k, v in groups.items()}
+
+
+def _band(ax, x, intervals, color, alpha):
+    low = [np.nan if i["ci"] is None else i["ci"][0] for i in intervals]
+    high = [np.nan if i["ci"] is None else i["ci"][1] for i in intervals]
+    ax.fill_between(x, low, high, color=color, alpha=alpha, lw=0)
+
+
+def plot_curves(points: List[dict], tasks: List[str], panels: str, path: Path) -> None:
+    """The secondary metric against l_c per ordered pair: mean over seeds with its 95% t interval
+    as a band; the baseline dashed, with its own interval as a lighter band."""
+    curves = _curve_groups(points)
+    pairs = _ordered({k[1:] for k in curves}, [(a, b) for a in tasks for b in tasks])
+    archs = sorted({k[0] for k in curves})
     rows = archs if panels == "pair-arch" else [None]
     ncols = min(len(pairs), 3 if panels == "pair" else len(pairs))
     nrows = len(rows) * math.ceil(len(pairs) / ncols)
@@ -45,17 +65,22 @@ def plot_curves(curves: List[analysis.Curve], tasks: List[str], panels: str, pat
             ax = axes.flat[r * math.ceil(len(pairs) / ncols) * ncols + i]
             ax.set_visible(True)
             for j, arch in enumerate(archs):
-                if row_arch is not None and arch != row_arch:
-                    continue
-                c = next((c for c in curves if (c.arch, c.source, c.target) == (arch, source, target)), None)
-                if c is None:
+                ps = curves.get((arch, source, target))
+                if not ps or (row_arch is not None and arch != row_arch):
                     continue
                 color = COLORS[j % len(COLORS)]
-                ax.errorbar(c.frozen, c.mean, yerr=c.std, color=color, marker="o", ms=3, capsize=2, label=arch)
-                ax.axhline(c.baseline_mean, color=color, ls="--", lw=1, label=f"{arch} baseline")
-                ax.set_ylabel(f"{c.metric} ({'lower' if c.lower_is_better else 'higher'} is better)")
-            title = f"{source} → {target}" + (f" ({row_arch})" if row_arch else "")
-            ax.set_title(title, fontsize=10)
+                x = [p["frozen"] for p in ps]
+                ax.plot(x, [p["value"]["mean"] for p in ps], color=color, marker="o", ms=3, label=arch)
+                _band(ax, x, [p["value"] for p in ps], color, 0.25)
+                ax.plot(x, [p["baseline"]["mean"] for p in ps], color=color, ls="--", lw=1, label=f"{arch} baseline")
+                _band(ax, x, [p["baseline"] for p in ps], color, 0.08)
+                loss = [p for p in ps if p["significant_loss"]]
+                if loss:
+                    ax.plot([p["frozen"] for p in loss], [p["value"]["mean"] for p in loss], ls="none", marker="x",
+                            color="black", ms=6, label="significant loss (Holm)")
+                better = "lower" if ps[0]["lower_is_better"] else "higher"
+                ax.set_ylabel(f"{ps[0]['metric']} ({better} is better)")
+            ax.set_title(f"{source} → {target}" + (f" ({row_arch})" if row_arch else ""), fontsize=10)
             ax.set_xlabel("$l_c$ (layers held constant)")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
@@ -63,7 +88,7 @@ def plot_curves(curves: List[analysis.Curve], tasks: List[str], panels: str, pat
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), frameon=False)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(5, len(legend)), frameon=False)
     fig.tight_layout(rect=(0, 0.06 if nrows < 3 else 0.03, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -98,33 +123,51 @@ def plot_similarity(profiles, tasks: List[str], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_matrix(scores, tasks: List[str], path: Path) -> None:
-    archs = sorted({k[0] for k in scores if k[0] != "all"}) + ["all"]
-    names = [t for t in tasks if any(t in k[1:] for k in scores)]
-    fig, axes = plt.subplots(1, len(archs), figsize=(3.2 * len(archs) + 2.0, 3.8), squeeze=False,
+def plot_matrix(scores: List[dict], tasks: List[str], path: Path) -> None:
+    """Normalised transferability of every ordered pair per architecture (and over architectures):
+    each cell the mean relative change in error, with the half-width of its 95% interval."""
+    archs = sorted({s["arch"] for s in scores if s["arch"] != "all"}) + (["all"] if any(s["arch"] == "all" for s in scores) else [])
+    names = [t for t in tasks if any(t in (s["source"], s["target"]) for s in scores)]
+    fig, axes = plt.subplots(1, len(archs), figsize=(3.4 * len(archs) + 2.0, 3.9), squeeze=False,
                              sharey=True, layout="constrained")
-    values = [v[0] for v in scores.values()]
-    limit = max(1e-9, max(abs(min(values)), abs(max(values))))
+    limit = max([1e-9] + [abs(100 * s["mean"]) for s in scores])
     for ax, arch in zip(axes.flat, archs):
         m = np.full((len(names), len(names)), np.nan)
-        for i, s in enumerate(names):
-            for j, t in enumerate(names):
-                if (arch, s, t) in scores:
-                    m[i, j] = scores[arch, s, t][0]
+        half = {}
+        for s in scores:
+            if s["arch"] == arch and s["source"] in names and s["target"] in names:
+                i, j = names.index(s["source"]), names.index(s["target"])
+                m[i, j] = 100 * s["mean"]
+                half[i, j] = None if s["ci"] is None else 50 * (s["ci"][1] - s["ci"][0])
         image = ax.imshow(m, cmap="RdBu", vmin=-limit, vmax=limit)
-        for i in range(len(names)):
-            for j in range(len(names)):
-                if not np.isnan(m[i, j]):
-                    dark = abs(m[i, j]) > 0.6 * limit
-                    ax.text(j, i, f"{m[i, j]:+.1f}", ha="center", va="center", fontsize=8,
-                            color="white" if dark else "black")
+        for (i, j), h in half.items():
+            text = f"{m[i, j]:+.0f}%" + ("" if h is None else f"\n±{h:.0f}")
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if abs(m[i, j]) > 0.6 * limit else "black")
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_xlabel("secondary")
         ax.set_title("mean over architectures" if arch == "all" else arch, fontsize=10)
     axes[0, 0].set_ylabel("primary")
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="gain over baseline (points)")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="relative change in error (%), ± 95% CI")
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_dendrogram(related: dict, path: Path) -> None:
+    """Tasks clustered by relatedness (normalised transferability, both directions averaged)."""
+    from scipy.cluster.hierarchy import dendrogram
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(related["tasks"]) + 3, 3.2))
+    dendrogram(np.array(related["linkage"]), labels=related["tasks"], ax=ax, color_threshold=0)
+    ax.set_ylabel("distance (below the most related pair)")
+    stab = related.get("stability")
+    title = "Task relatedness (average linkage)"
+    if stab:
+        title += f"; first merge recurs in {100 * stab['first_merge_frequency']:.0f}% of seed resamples"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -141,65 +184,159 @@ def _table(header, rows) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(out: Path, records, config: dict) -> Path:
-    """Write the figures, the CSV tables and report.html into `out`; return the report's path."""
+def _f(x, fmt="{:+.3f}") -> str:
+    return "" if x is None else fmt.format(x)
+
+
+def _ci(interval, fmt="{:+.3f}") -> List[str]:
+    ci = interval.get("ci") if interval else None
+    return ["", ""] if not ci else [fmt.format(ci[0]), fmt.format(ci[1])]
+
+
+def _job_name(r) -> str:
+    if r.get("kind") == "transfer":
+        return f"{r['arch']} {r['source']} → {r['target']} l_c={r['frozen']} seed {r['seed']}"
+    return f"{r['arch']} {r['target']} seed {r['seed']}"
+
+
+def write_tables(out: Path, obs) -> dict:
+    """The CSV files behind the figures; returns {name: (header, rows)} for the HTML tables."""
+    tables = {}
+    tables["curves"] = (["arch", "source", "target", "metric", "frozen", "fraction", "seeds", "mean", "sd", "ci_low",
+                         "ci_high", "baseline_mean", "baseline_sd", "gain", "gain_ci_low", "gain_ci_high",
+                         "relative_gain", "p", "p_adjusted", "significant_loss"],
+                        [[p["arch"], p["source"], p["target"], p["metric"], p["frozen"], f"{p['fraction']:.3f}", p["seeds"],
+                          _f(p["value"]["mean"], "{:.4f}"), _f(p["value"]["sd"], "{:.4f}"), *_ci(p["value"], "{:.4f}"),
+                          _f(p["baseline"]["mean"], "{:.4f}"), _f(p["baseline"]["sd"], "{:.4f}"), _f(p["gain"]["mean"]),
+                          *_ci(p["gain"]), _f(p["relative_gain"]["mean"], "{:+.4f}"), _f(p["p"], "{:.4g}"),
+                          _f(p["p_adjusted"], "{:.4g}"), "yes" if p["significant_loss"] else "no"] for p in obs["curves"]])
+    tables["transferability"] = (["arch", "primary", "secondary", "transferability", "ci_low", "ci_high", "sd", "seeds",
+                                  "points", "points_ci_low", "points_ci_high"],
+                                 [[t["arch"], t["source"], t["target"], _f(t["mean"], "{:+.4f}"), *_ci(t, "{:+.4f}"),
+                                   _f(t["sd"], "{:.4f}"), t["n"], _f(t["points"]["mean"]), *_ci(t["points"])]
+                                  for t in obs["transferability"]])
+    tables["asymmetry"] = (["arch", "A", "B", "A → B", "B → A", "difference", "ci_low", "ci_high", "test", "statistic",
+                            "df", "p", "p_adjusted (Holm)", "nonsymmetric", "seeds"],
+                           [[r["arch"], r["a"], r["b"], _f(r["a_to_b"], "{:+.4f}"), _f(r["b_to_a"], "{:+.4f}"),
+                             _f(r["difference"]["mean"], "{:+.4f}"), *_ci(r["difference"], "{:+.4f}"), r["test"],
+                             _f(r["statistic"], "{:.3f}"), _f(r["df"], "{}"), _f(r["p"], "{:.4g}"),
+                             _f(r["p_adjusted"], "{:.4g}"), "yes" if r["nonsymmetric"] else "no", r["seeds"]]
+                            for r in obs["asymmetry"]])
+    depth = {(d["arch"], d["source"], d["target"]): d["depth"] for d in obs["transfer_depth"]}
+    tables["freezable"] = (["arch", "primary", "secondary", "L_H", "freeze l_c", "chosen on", "established",
+                            "test gain at that l_c", "test ci_low", "test ci_high", "transfer depth (test)"],
+                           [[w["arch"], w["source"], w["target"], w["num_layers"], w["frozen"], w["chosen_on"],
+                             "yes" if w["established"] else "no", _f((w["test_gain"] or {}).get("mean")),
+                             *_ci(w["test_gain"]), _f(depth.get((w["arch"], w["source"], w["target"])), "{}")]
+                            for w in obs["what_to_freeze"]])
+    for name, (header, rows) in tables.items():
+        write_csv(out / f"{name}.csv", header, rows)
+    return tables
+
+
+def factors_table(f: dict):
+    header = ["factor", "spread (sd of effects)", "variance", "F", "df (Greenhouse-Geisser)", "epsilon", "p"]
+    rows = [[name, _f(e["spread"], "{:.4f}"), _f(e["variance"], "{:+.5f}"), _f(e["F"], "{:.3f}"),
+             "" if e["df"] is None else f"{e['df'][0]:g}, {e['df'][1]:g}", f"{e['epsilon']:.3f}", _f(e["p"], "{:.4g}")]
+            for name, e in (("ordered pair (tasks)", f["tasks"]), ("architecture", f["architecture"]))]
+    rows.append(["pair x architecture interaction", _f(max(f["interaction"], 0) ** 0.5, "{:.4f}"),
+                 _f(f["interaction"], "{:+.5f}"), "", "", "", ""])
+    rows.append(["seed residual (one cell)", _f(f["residual"] ** 0.5, "{:.4f}"), _f(f["residual"], "{:+.5f}"), "", "", "", ""])
+    return header, rows
+
+
+def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
+    """Write the figures, the CSV tables, observations.json and report.html into `out`; return the
+    report's path. `planned` is the number of jobs the run planned (0: all of `records`)."""
     out = Path(out)
     tasks = config.get("tasks", [])
-    curves = analysis.curves(records)
-    scores = analysis.transferability(records)
-    asym = analysis.asymmetry(records)
+    done = [r for r in records if r.get("status", "ok") == "ok"]
+    failed = [r for r in records if r.get("status", "ok") != "ok"]
+    obs = analysis.observations(done)
+    (out / "observations.json").write_text(json.dumps(obs, indent=1) + "\n")
+    tables = write_tables(out, obs)
     figures = []
-    if curves:
-        plot_curves(curves, tasks, config.get("report", {}).get("panels", "pair"), out / "curves.png")
-        figures.append(("curves.png", "Secondary metric against l_c for each ordered pair (primary → secondary); "
-                        "error bars are the standard deviation over seeds, dashed lines the baselines."))
-        plot_matrix(scores, tasks, out / "transferability.png")
-        figures.append(("transferability.png", "Transferability: mean gain over l_c against the baseline, in metric "
-                        "points; positive means the transfer beats training on the secondary task alone."))
-    profiles = analysis.similarity(records)
+    if obs["curves"]:
+        plot_curves(obs["curves"], tasks, config.get("report", {}).get("panels", "pair"), out / "curves.png")
+        figures.append(("curves.png", "Secondary metric against l_c for each ordered pair (primary → secondary): mean "
+                        "over seeds with its 95% t interval (band); dashed: the baseline, with its interval; x: a "
+                        "significant loss against the baseline (Holm across the curve's l_c)."))
+    if obs["transferability"]:
+        plot_matrix(obs["transferability"], tasks, out / "transferability.png")
+        figures.append(("transferability.png", "Transferability: the mean relative change in error against the "
+                        "baseline over the depth fraction l_c / L_H (positive: fewer errors than training on the "
+                        "secondary task alone), with the half-width of its 95% interval over seeds."))
+    related = obs.get("relatedness")
+    if related and related.get("linkage") and len(related["tasks"]) >= 2:
+        plot_dendrogram(related, out / "relatedness.png")
+        figures.append(("relatedness.png", "Tasks clustered by relatedness: normalised transferability, both "
+                        "directions averaged, average linkage."))
+    profiles = analysis.similarity(done)
     if any(k[3] == 0 for k in profiles):
         plot_similarity(profiles, tasks, out / "similarity.png")
         figures.append(("similarity.png", "How much full fine-tuning (l_c = 0) changed each layer: linear CKA between "
-                        "the primary's and the transfer's layer outputs on the secondary test set (1: unchanged up to "
-                        "rotation and scale). Layers that stay near 1 carried over."))
+                        "the primary's and the transfer's layer outputs on a sample of the secondary task's "
+                        "validation examples (1: unchanged up to rotation and scale). Layers that stay near 1 carried over."))
     write_csv(out / "similarity.csv", ["arch", "source", "target", "frozen", "layer", "cka"],
               [[a, s, t, k, i + 1, f"{v:.4f}"] for (a, s, t, k), values in profiles.items() for i, v in enumerate(values)])
-    write_csv(out / "curves.csv", ["arch", "source", "target", "metric", "frozen", "mean", "std", "baseline_mean", "baseline_std", "seeds"],
-              [[c.arch, c.source, c.target, c.metric, k, f"{m:.4f}", f"{s:.4f}", f"{c.baseline_mean:.4f}", f"{c.baseline_std:.4f}", c.seeds]
-               for c in curves for k, m, s in zip(c.frozen, c.mean, c.std)])
-    score_rows = [[a, s, t, f"{m:+.3f}", f"{sd:.3f}"] for (a, s, t), (m, sd) in sorted(scores.items())]
-    write_csv(out / "transferability.csv", ["arch", "source", "target", "gain_mean", "gain_std"], score_rows)
-    asym_rows = [[r.arch, r.a, r.b, f"{r.a_to_b:+.3f}", f"{r.b_to_a:+.3f}", f"{r.difference:+.3f}",
-                  "" if r.spread is None else f"{r.spread:.3f}", r.seeds, "yes" if r.clear else "no"] for r in asym]
-    asym_header = ["arch", "A", "B", "A → B", "B → A", "difference", "std over seeds", "seeds", "beyond noise"]
-    write_csv(out / "asymmetry.csv", asym_header, asym_rows)
 
-    depth = {(r["arch"], r["target"]): r["num_layers"] for r in records}
-    freeze_header = ["arch", "primary", "secondary", "L_H", "deepest l_c within 1 point of the baseline"]
-    freeze_rows = [[c.arch, c.source, c.target, depth[c.arch, c.target], analysis.freezable(c)] for c in curves]
-    write_csv(out / "freezable.csv", freeze_header, freeze_rows)
-
-    scratch = sum(r["kind"] == "scratch" for r in records)
+    scratch = sum(r.get("kind") == "scratch" for r in done)
+    missing = max(planned - len(records), 0)
     parts = [f"<h1>layerwise report: {html.escape(config.get('name', ''))}</h1>",
-             f"<p>{html.escape(config.get('description', ''))}</p>",
-             f"<p>{len(records)} finished jobs ({scratch} trained from scratch, {len(records) - scratch} transfers); "
-             f"tasks: {html.escape(', '.join(tasks))}; architectures: {html.escape(', '.join(config.get('archs', [])))}; "
-             f"seeds: {html.escape(', '.join(map(str, config.get('seeds', []))))}. All metrics are on the test split at "
-             "the epoch chosen by the validation metric.</p>",
-             "<h2>Summary</h2>", *(f"<p>{html.escape(line)}</p>" for line in analysis.summary(records))]
+             f"<p>{html.escape(config.get('description', ''))}</p>"]
+    if missing:
+        parts.append(f"<p class='warn'><b>Partial report:</b> {missing} of {planned} planned jobs have not finished; "
+                     "run the same command again to finish them. Every number below counts only finished jobs "
+                     "(the seeds column says how many per point).</p>")
+    if failed:
+        parts.append(f"<p class='warn'><b>{len(failed)} jobs failed</b> and are left out of every statistic "
+                     "(see <a href='#failed'>Failed jobs</a>).</p>")
+    parts += [f"<p>{len(done)} finished jobs ({scratch} trained from scratch, {len(done) - scratch} transfers); "
+              f"tasks: {html.escape(', '.join(tasks))}; architectures: {html.escape(', '.join(config.get('archs', [])))}; "
+              f"seeds: {html.escape(', '.join(map(str, config.get('seeds', []))))}. Metrics are on the {obs.get('split', 'test')} "
+              "split at the epoch chosen by the validation metric; what to freeze is chosen on the validation split. "
+              "Intervals are 95% t intervals over seeds (sample standard deviation), tests pair by seed, and "
+              "Holm's correction keeps the false-positive rate of each table at 5%.</p>",
+              "<h2>Summary</h2>", *(f"<p>{html.escape(line)}</p>" for line in analysis.summary(obs))]
     for name, caption in figures:
         parts.append(f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
-    parts += ["<h2>What to freeze</h2>", "<p>How many leading layers of the primary can be held constant "
-              "for the secondary task while staying within 1 metric point of the baseline (every shallower "
-              "choice too); -1: even full fine-tuning loses more.</p>", _table(freeze_header, freeze_rows),
-              "<h2>Asymmetry</h2>", _table(asym_header, asym_rows),
-              "<h2>Transferability</h2>", _table(["arch", "primary", "secondary", "gain (mean)", "std"], score_rows),
-              '<p>Every number: <a href="results.csv">results.csv</a> (one row per job, split and metric), '
-              '<a href="curves.csv">curves.csv</a>, <a href="transferability.csv">transferability.csv</a>, '
-              '<a href="asymmetry.csv">asymmetry.csv</a>, <a href="freezable.csv">freezable.csv</a>, '
-              '<a href="similarity.csv">similarity.csv</a>.</p>']
+    parts += ["<h2>Asymmetry</h2><p>A → B against B → A in normalised transferability, paired by seed; "
+              "p-values adjusted by Holm across every row.</p>", _table(*tables["asymmetry"])]
+    f = obs.get("factors") or {}
+    if f.get("tasks"):
+        iv = f["interval"]
+        parts += [f"<h2>Tasks against architectures</h2><p>Verdict: <b>{html.escape(f['verdict'])}</b>. Two-way "
+                  "decomposition of per-seed transferability (repeated measures, seeds as subjects). The variance of "
+                  "pair effects minus that of architecture effects is "
+                  f"{f['difference']:+.5f} (95% bootstrap interval over seeds [{iv[0]:+.5f}, {iv[1]:+.5f}]). A factor "
+                  "is named only when its effect is significant at alpha / 2 and the interval excludes equality.</p>",
+                  _table(*factors_table(f))]
+    if related and related.get("ranking"):
+        stab = related.get("stability") or {}
+        parts += ["<h2>Relatedness</h2><p>Ordered pairs ranked by normalised transferability averaged over "
+                  "architectures" + (f"; rank intervals from {stab['resamples']} resamples of the seeds, mean Kendall "
+                                     f"tau with the observed ranking {stab['kendall_tau_mean']:.2f}" if stab else "")
+                  + ".</p>",
+                  _table(["rank", "primary", "secondary", "rank interval"],
+                         [[e["rank"], e["source"], e["target"], "" if "rank_interval" not in e else
+                           f"{e['rank_interval'][0]:g} to {e['rank_interval'][1]:g}"] for e in related["ranking"]])]
+    parts += ["<h2>What to freeze</h2><p>The deepest l_c such that no l_c up to it loses, on the validation split, "
+              f"significantly more than {obs['settings']['tolerance']:g} metric point(s) against the baseline (the upper end "
+              "of the 95% interval stays above the tolerance); established: the whole interval lies within it. The "
+              "test gain at that l_c is reported, never used to choose. Transfer depth: the deepest l_c without a "
+              "significant loss on the test split (Holm across l_c); -1: even full fine-tuning loses.</p>",
+              _table(*tables["freezable"]),
+              "<h2>Transferability</h2>", _table(*tables["transferability"])]
+    if failed:
+        parts += ["<h2 id='failed'>Failed jobs</h2>",
+                  _table(["job", "reason", "key"], [[_job_name(r), r.get("reason", ""), r["key"]] for r in failed])]
+    parts.append('<p>Every number: <a href="results.csv">results.csv</a> (one row per job, split and metric), '
+                 '<a href="observations.json">observations.json</a> (every verdict with its statistic), '
+                 '<a href="curves.csv">curves.csv</a>, <a href="transferability.csv">transferability.csv</a>, '
+                 '<a href="asymmetry.csv">asymmetry.csv</a>, <a href="freezable.csv">freezable.csv</a>, '
+                 '<a href="similarity.csv">similarity.csv</a>.</p>')
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-             "img{max-width:100%}table{border-collapse:collapse;font-size:90%}"
+             "img{max-width:100%}table{border-collapse:collapse;font-size:90%}.warn{color:#a40}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")
     path = out / "report.html"
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>layerwise: "
@@ -212,6 +349,7 @@ def report(run_dir: Path) -> Path:
     """Rebuild the report of a run directory from its config and finished records."""
     store = Store(run_dir)
     config = store.read_config()
-    records = store.records(store.read_plan())
+    plan = store.read_plan()
+    records = store.records(plan)
     store.write_results(records)
-    return write_report(run_dir, records, config)
+    return write_report(run_dir, records, config, planned=len(plan))

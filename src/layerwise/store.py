@@ -24,7 +24,35 @@ from safetensors.torch import load_file, save_file
 
 from .errors import UserError
 
-RESULT_COLUMNS = ["arch", "source", "target", "seed", "frozen", "split", "metric", "value", "epoch", "key"]
+# results.csv: one row per (job, split, metric). `main` marks the task's own metric (the one that
+# selects the epoch and draws the curves); `num_layers` is L_H; `fold` and `source_fold` are the
+# folds of the secondary and primary task for tasks evaluated over several folds (empty otherwise).
+RESULT_COLUMNS = ["arch", "source", "target", "seed", "frozen", "num_layers", "split", "metric", "main",
+                  "lower_is_better", "value", "epoch", "fold", "source_fold", "key"]
+
+
+def _lower_is_better(record: Dict[str, Any], metric: str) -> bool:
+    from .analysis import metric_lower_is_better
+
+    return bool(record["lower_is_better"]) if metric == record["metric"] else metric_lower_is_better(metric)
+
+
+def result_rows(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The rows of results.csv for finished records (failed jobs have no metrics and no rows)."""
+    rows = []
+    blank = lambda v: "" if v is None else v  # noqa: E731
+    for r in records:
+        if r.get("status", "ok") != "ok":
+            continue
+        for split in ("val", "test"):
+            for metric, value in r[split].items():
+                rows.append({"arch": r["arch"], "source": blank(r["source"]), "target": r["target"], "seed": r["seed"],
+                             "frozen": blank(r["frozen"]), "num_layers": r["num_layers"], "split": split,
+                             "metric": metric, "main": metric == r["metric"],
+                             "lower_is_better": _lower_is_better(r, metric), "value": float(f"{value:.6g}"),
+                             "epoch": r["best_epoch"], "fold": blank(r.get("fold")),
+                             "source_fold": blank(r.get("source_fold")), "key": r["key"]})
+    return rows
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -154,13 +182,8 @@ class Store:
         path = self.root / "results.csv"
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(RESULT_COLUMNS)
-            for r in records:
-                for split in ("val", "test"):
-                    for metric, value in r[split].items():
-                        writer.writerow([r["arch"], r["source"] or "", r["target"], r["seed"],
-                                         "" if r["frozen"] is None else r["frozen"], split, metric,
-                                         f"{value:.6g}", r["best_epoch"], r["key"]])
+            writer = csv.DictWriter(f, RESULT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(result_rows(records))
         os.replace(tmp, path)
         return path

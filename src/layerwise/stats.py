@@ -1,0 +1,216 @@
+"""The statistics behind every verdict: few seeds, paired comparisons, honest intervals.
+
+Seeds are the independent units of an experiment: every job of one seed shares that seed's
+primaries and baselines, so results within a seed are correlated and results of different seeds
+are not. Every test here therefore works on per-seed values (paired by seed), and every bootstrap
+resamples whole seeds.
+
+- `mean_interval`: mean, sample standard deviation (ddof = 1) and a t interval with n - 1 degrees
+  of freedom.
+- `paired_test`: a one-sample test of per-seed differences against 0: Student's t (n - 1 degrees
+  of freedom) or the exact sign-flip permutation test (which needs 6 or more seeds to ever reach
+  p < 0.05, since its smallest p-value is 2 / 2^n).
+- `holm`: Holm's step-down adjustment, which keeps the family-wise error rate across the
+  comparisons one report makes.
+- `factors`: a two-way decomposition of per-seed scores into a pair effect, an architecture effect,
+  their interaction and the seed residual, tested as a repeated-measures design with seeds as
+  subjects (Greenhouse-Geisser corrected), with a bootstrap interval over seeds for the difference
+  between the two effects.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+TESTS = ("t", "sign-flip")
+
+
+@functools.lru_cache(maxsize=None)
+def _t_quantile(q: float, df: int) -> float:
+    return float(sps.t.ppf(q, df))
+
+
+@dataclass
+class Interval:
+    mean: float
+    sd: Optional[float]  # sample standard deviation over seeds (ddof = 1); None with one seed
+    low: Optional[float]
+    high: Optional[float]
+    n: int
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The mean of per-seed values with a t interval (n - 1 degrees of freedom)."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n == 0:
+        return Interval(float("nan"), None, None, None, 0)
+    mean = float(x.mean())
+    if n < 2:
+        return Interval(mean, None, None, None, n)
+    sd = float(x.std(ddof=1))
+    half = _t_quantile(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)
+    return Interval(mean, sd, mean - half, mean + half, n)
+
+
+@dataclass
+class TestResult:
+    statistic: Optional[float]
+    df: Optional[int]
+    p: Optional[float]  # two-sided; None when it cannot be assessed
+    note: str = ""
+
+
+def sign_flip_p(diffs: np.ndarray) -> float:
+    """Exact two-sided p-value of the sign-flip permutation test of the mean against 0: the share of
+    the 2^n sign patterns whose mean is at least as far from 0 as the observed one."""
+    observed = abs(diffs.mean())
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(diffs))))
+    means = np.abs(signs @ diffs) / len(diffs)
+    return float(np.mean(means >= observed - 1e-12 * max(1.0, observed)))
+
+
+def paired_test(diffs: Sequence[float], test: str = "t") -> TestResult:
+    """Test per-seed differences against 0 (two-sided)."""
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {', '.join(TESTS)}; got {test!r}")
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n < 2:
+        return TestResult(None, None, None, "one seed: significance cannot be assessed")
+    sd = d.std(ddof=1)
+    if not sd > 0:
+        return TestResult(None, n - 1, None, "no variation over seeds: significance cannot be assessed")
+    t = float(d.mean() / (sd / np.sqrt(n)))
+    if test == "sign-flip":
+        if n > 20:
+            raise ValueError("the exact sign-flip test enumerates 2^n patterns; use test='t' beyond 20 seeds")
+        return TestResult(t, n - 1, sign_flip_p(d))
+    return TestResult(t, n - 1, float(2 * sps.t.sf(abs(t), n - 1)))
+
+
+def holm(pvalues: Sequence[Optional[float]]) -> List[Optional[float]]:
+    """Holm-adjusted p-values (None stays None and does not count towards the family)."""
+    present = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    m = len(present)
+    out: List[Optional[float]] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (m - rank) * p))  # step-down: adjusted values never decrease
+        out[i] = running
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks against architectures
+
+
+def _mean_squares(m: np.ndarray, other: int):
+    """For m[..., level, seed] (each value a mean over `other` cells): the factor's mean square and
+    its interaction with the seed (the error term of a repeated-measures test), vectorised over
+    leading axes."""
+    k, s = m.shape[-2:]
+    level = m.mean(axis=-1, keepdims=True)
+    seed = m.mean(axis=-2, keepdims=True)
+    grand = m.mean(axis=(-2, -1), keepdims=True)
+    factor = other * s * ((level - grand) ** 2).sum(axis=(-2, -1)) / (k - 1)
+    error = other * ((m - level - seed + grand) ** 2).sum(axis=(-2, -1)) / ((k - 1) * (s - 1))
+    return factor, error
+
+
+def _effect_variance(y: np.ndarray, axis: int) -> np.ndarray:
+    """The variance of one factor's effects in y[..., pair, arch, seed] (axis -3: pairs, -2:
+    architectures), unbiased for sum(effect^2) / (levels - 1): seed noise is subtracted, so a factor
+    with more levels is not larger by construction."""
+    averaged = -2 if axis == -3 else -3
+    other = y.shape[averaged]
+    factor, error = _mean_squares(y.mean(axis=averaged), other)
+    return (factor - error) / (other * y.shape[-1])
+
+
+def _effect_difference(y: np.ndarray) -> np.ndarray:
+    """Pair-effect variance minus architecture-effect variance, for y[..., pair, arch, seed]."""
+    return _effect_variance(y, -3) - _effect_variance(y, -2)
+
+
+def _rm_effect(y: np.ndarray, axis: int) -> dict:
+    """Repeated-measures test of one factor of y[pair, arch, seed] (axis -3 or -2), the other
+    averaged out, with seeds as subjects: F = MS_factor / MS_factor x seed, Greenhouse-Geisser
+    corrected for correlated levels (transfers of one seed share primaries and baselines)."""
+    averaged = -2 if axis == -3 else -3
+    m = y.mean(axis=averaged)  # (levels, seeds)
+    k, s = m.shape
+    other = y.shape[averaged]
+    ms_factor, ms_error = (float(v) for v in _mean_squares(m, other))
+    # Greenhouse-Geisser epsilon from the double-centred covariance of the levels over seeds.
+    centre = np.eye(k) - 1.0 / k
+    c = centre @ np.atleast_2d(np.cov(m)) @ centre
+    denominator = (k - 1) * float(np.trace(c @ c))
+    epsilon = float(np.trace(c) ** 2 / denominator) if denominator > 0 else 1.0
+    epsilon = min(1.0, max(1.0 / (k - 1), epsilon))
+    variance = float(_effect_variance(y, axis))
+    out = {"levels": k, "mean_square": ms_factor, "error_mean_square": ms_error, "epsilon": epsilon,
+           "variance": variance, "spread": float(np.sqrt(max(variance, 0.0))), "F": None, "df": None, "p": None}
+    if ms_error > 0:
+        f = ms_factor / ms_error
+        df1, df2 = epsilon * (k - 1), epsilon * (k - 1) * (s - 1)
+        out.update(F=float(f), df=[round(df1, 3), round(df2, 3)], p=float(sps.f.sf(f, df1, df2)))
+    return out
+
+
+def factors(y: np.ndarray, alpha: float = 0.05, resamples: int = 2000, confidence: float = 0.95,
+            seed: int = 0) -> dict:
+    """Do the tasks (ordered pairs) or the architectures shape transferability more?
+
+    `y[pair, arch, seed]` holds one score per cell and seed (seeds complete). The pair effect and
+    the architecture effect are each tested against their interaction with the seed; their
+    variances (unbiased, so that a factor with more levels is not larger by construction) are
+    compared through a bootstrap interval over seeds of their difference. A factor is named only
+    when it is significant at alpha / 2 (the two gates together keep the false-positive rate at
+    alpha when neither factor has any effect) and the interval excludes equality; otherwise the
+    verdict is "inconclusive".
+    """
+    y = np.asarray(y, dtype=float)
+    p, a, s = y.shape
+    out = {"verdict": "inconclusive", "difference": None, "interval": None, "pairs": p, "archs": a, "seeds": s,
+           "tasks": None, "architecture": None, "interaction": None, "residual": None, "note": ""}
+    if p < 2 or a < 2:
+        out["note"] = "needs at least two ordered pairs and two architectures"
+        return out
+    if s < 2:
+        out["note"] = "one seed: significance cannot be assessed"
+        return out
+    tasks, arch = _rm_effect(y, -3), _rm_effect(y, -2)
+    cell = y.mean(axis=2)
+    inter = cell - cell.mean(1, keepdims=True) - cell.mean(0, keepdims=True) + cell.mean()
+    resid = y - y.mean(2, keepdims=True)
+    residual = float((resid ** 2).sum() / (p * a * (s - 1)))  # seed-to-seed variance of one cell
+    out.update(tasks=tasks, architecture=arch,
+               interaction=float(max((inter ** 2).sum() / ((p - 1) * (a - 1)) - residual / s, 0.0)),
+               residual=residual)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, s, size=(resamples, s))
+    boot = _effect_difference(np.moveaxis(y[:, :, draws], 2, 0))  # (resamples,)
+    tail = 100 * (1 - confidence) / 2
+    q_low, q_high = np.percentile(boot, [tail, 100 - tail])
+    # A percentile interval from few seeds is too narrow (the bootstrap's variance is (s - 1) / s of
+    # the sample's, and its quantiles are normal rather than Student's): widen it about the
+    # estimate as the t interval of a mean would be, so equal effects are not called unequal.
+    difference = float(_effect_difference(y))
+    widen = np.sqrt(s / (s - 1)) * sps.t.ppf(1 - tail / 100, s - 1) / sps.norm.ppf(1 - tail / 100)
+    low, high = difference - widen * (difference - q_low), difference + widen * (q_high - difference)
+    out.update(difference=difference, interval=[float(low), float(high)])
+    gate = alpha / 2
+    if tasks["p"] is not None and tasks["p"] < gate and low > 0:
+        out["verdict"] = "tasks"
+    elif arch["p"] is not None and arch["p"] < gate and high < 0:
+        out["verdict"] = "architecture"
+    elif tasks["p"] is None and arch["p"] is None:
+        out["note"] = "no variation over seeds: significance cannot be assessed"
+    return out
