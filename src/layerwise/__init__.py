@@ -5,6 +5,7 @@ model for a secondary task, hold the first `l_c` layers constant and fine-tune t
 `l_c`, and compare with a model trained on the secondary task alone.
 """
 
+from .analysis import observations
 from .errors import UserError
 from .experiment import run_experiment
 from .net import LayeredNet, count_parameters
@@ -15,5 +16,5 @@ from .train import TrainConfig, evaluate, fit
 from .transfer import transfer
 
 __all__ = ["LayeredNet", "transfer", "count_parameters", "UserError", "ARCHS", "TASKS", "Task", "TaskData",
-           "Split", "TensorTask", "TrainConfig", "fit", "evaluate", "run_experiment"]
+           "Split", "TensorTask", "TrainConfig", "fit", "evaluate", "run_experiment", "observations"]
 __version__ = "0.1.0"

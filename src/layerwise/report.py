@@ -267,7 +267,7 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
                         "baseline over the depth fraction l_c / L_H (positive: fewer errors than training on the "
                         "secondary task alone), with the half-width of its 95% interval over seeds."))
     related = obs.get("relatedness")
-    if related and related.get("linkage") and len(related["tasks"]) >= 2:
+    if related and related.get("linkage") and len(related["tasks"]) >= 3:  # two tasks make no tree
         plot_dendrogram(related, out / "relatedness.png")
         figures.append(("relatedness.png", "Tasks clustered by relatedness: normalised transferability, both "
                         "directions averaged, average linkage."))
