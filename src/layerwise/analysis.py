@@ -120,8 +120,8 @@ def _clean(df: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
         notes.append(f"{int(bad.sum())} rows without a finite value left out")
         df = df[~bad]
     df["error"] = np.where(df["lower"], df["value"], 100.0 - df["value"])
-    for col in ("fold", "source_fold"):
-        df[col] = df[col].fillna(-1) if col in df.columns else -1
+    for col in ("fold", "source_fold"):  # blank (no folds) becomes -1, so that it groups with numbers
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1) if col in df.columns else -1
     df["frozen"] = pd.to_numeric(df["frozen"], errors="coerce")
     if "num_layers" not in df.columns or df["num_layers"].isna().all():
         depth = df[df["kind"] == "transfer"].groupby("arch")["frozen"].max()
@@ -171,18 +171,20 @@ def _area(fraction: np.ndarray, values: np.ndarray) -> float:
 def seed_scores(table: pd.DataFrame, split: str, notes: List[str]) -> pd.DataFrame:
     """Per (arch, source, target, seed): the area under the normalised and raw gain curves. A
     seed that lacks some `l_c` of its curve is left out rather than averaged over fewer points."""
-    rows = []
+    rows, incomplete = [], []
     for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
         levels = sorted(curve["frozen"].unique())
         for seed, one in curve.groupby("seed"):
             one = one.sort_values("frozen")
             if list(one["frozen"]) != levels:
-                notes.append(f"{arch} {source} → {target} seed {seed} lacks l_c "
-                             f"{sorted(set(levels) - set(one['frozen']))}: left out of its transferability")
+                incomplete.append(f"{arch} {source} → {target} seed {seed}")
                 continue
             f = one["fraction"].to_numpy(float)
             rows.append({"arch": arch, "source": source, "target": target, "seed": seed,
                          "score": _area(f, one["rel"].to_numpy(float)), "points": _area(f, one["gain"].to_numpy(float))})
+    if incomplete:
+        notes.append(f"{len(incomplete)} curves of one seed lack some l_c and are left out of transferability "
+                     f"(first: {incomplete[0]})")
     return pd.DataFrame(rows, columns=GROUP + ["seed", "score", "points"])
 
 
@@ -465,7 +467,7 @@ def _pct(x: Optional[float]) -> str:
 
 
 def _ci_pct(ci) -> str:
-    return "" if not ci else f" (95% CI {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%)"
+    return "" if not ci else f", 95% CI {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%"
 
 
 def summary(obs: Record) -> List[str]:
@@ -498,7 +500,7 @@ def summary(obs: Record) -> List[str]:
             lines.append(f"Nonsymmetry: {len(clear)} of {len(rows)} comparisons of A → B with B → A differ after Holm's "
                          f"correction ({top['test']} test over seeds, alpha {obs['settings']['alpha']}). The strongest: "
                          f"{top['arch']}, {top['a']} → {top['b']} {_pct(top['a_to_b'])} against {top['b']} → {top['a']} "
-                         f"{_pct(top['b_to_a'])}, difference {_pct(d['mean'])}{_ci_pct(d['ci'])}, adjusted p = "
+                         f"{_pct(top['b_to_a'])} (difference {_pct(d['mean'])}{_ci_pct(d['ci'])}), adjusted p = "
                          + ("n/a" if top["p_adjusted"] is None else f"{top['p_adjusted']:.3g}") + ". "
                          + ("Transferability is nonsymmetric here." if clear else
                             "This run does not show nonsymmetry beyond seed noise."))
