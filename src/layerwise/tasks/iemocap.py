@@ -176,7 +176,7 @@ class Iemocap(SpeechTask):
 
     def load(self, seed: int = 0) -> TaskData:
         utterances = scan(self.corpus_root(), self.dialogs)
-        matrix, offsets = self.features([u.audio for u in utterances])
+        matrix, offsets, _ = self.features([u.audio for u in utterances])
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
         for u, utt in enumerate(utterances):
             split = "test" if utt.session == self.test_session else \
