@@ -6,7 +6,8 @@ dropped. Splits, as is standard: the 462 training speakers; the 50-speaker devel
 Halberstadt (1998) for validation; the 24-speaker core test set. Other TEST speakers are unused.
 
 Every 10 ms frame is one example: the window of `context` frames centred on it, labelled with
-the phone that covers the frame's centre sample in the `.PHN` file. The network is trained on the
+the phone that covers the frame's centre sample in the `.PHN` file (a `.PHN` that cannot describe
+its audio is an error naming both files: see `check_alignment`). The network is trained on the
 61 TIMIT phones (`num_classes = 61`, indexed as in `PHONES`); frames labelled `q` (the glottal
 stop, which the 39-phone folding removes) are left out of every split, so the `q` output is never
 trained. Scoring folds the 61 phones to the 39 of Lee and Hon (1989):
