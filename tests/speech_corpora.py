@@ -15,11 +15,14 @@ import numpy as np
 RATE = 16000
 
 
-def write_sphere(path: Path, samples: np.ndarray, rate: int = RATE, big_endian: bool = False, coding: str = "pcm"):
-    """A NIST SPHERE file as TIMIT ships it: a 1024-byte ASCII header, then 16-bit samples."""
+def write_sphere(path: Path, samples: np.ndarray, rate: int = RATE, big_endian: bool = False, coding: str = "pcm",
+                 sample_count: int = None):
+    """A NIST SPHERE file as TIMIT ships it: a 1024-byte ASCII header, then 16-bit samples.
+    `sample_count` writes a header that disagrees with the data (a damaged file)."""
+    count = len(samples) if sample_count is None else sample_count
     fields = [
         "database_id -s5 TIMIT", "database_version -s3 1.0", "utterance_id -s8 aks0_sa1",
-        "channel_count -i 1", f"sample_count -i {len(samples)}", f"sample_rate -i {rate}",
+        "channel_count -i 1", f"sample_count -i {count}", f"sample_rate -i {rate}",
         "sample_min -i -2191", "sample_max -i 2790", "sample_n_bytes -i 2",
         f"sample_byte_format -s2 {'10' if big_endian else '01'}", "sample_sig_bits -i 16",
     ]
@@ -55,15 +58,19 @@ PHONE_SET = ["h#", "sh", "iy", "hh", "ae", "dcl", "d", "q", "aa", "r", "ix", "pa
 
 
 def timit_sentence(rng: np.random.Generator):
-    """(samples, .PHN lines) of one sentence: h#, a few phones (with a q and a closure), h#."""
+    """(samples, .PHN lines) of one sentence: h#, a few phones (with a q and a closure), h#.
+
+    As in TIMIT, a stop's release can be shorter than the 10 ms frame hop (so it may cover no
+    frame centre), and the audio may run a little past the end of the last h#."""
     middle = list(rng.choice(PHONE_SET[1:], size=6))
     phones = ["h#"] + middle[:3] + ["q", "dcl", "d"] + middle[3:] + ["h#"]
     pieces, lines, start = [], [], 0
     for p in phones:
-        n = int(rng.integers(700, 2200))
+        n = int(rng.integers(40, 150) if p == "d" else rng.integers(700, 2200))
         pieces.append(tone(rng, 150 + 90 * PHONE_SET.index(p), n))
         lines.append(f"{start} {start + n} {p}")
         start += n
+    pieces.append(tone(rng, 150, int(rng.integers(0, 300))))
     return np.concatenate(pieces), "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,8 @@
 """Log-mel features, audio readers, the feature cache and the lazy window view."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -104,8 +107,8 @@ def test_feature_cache_is_computed_once_and_keyed_by_settings(tmp_path, monkeypa
     for i, n in enumerate([1000, 2000]):
         write_riff(corpus / f"{i}.wav", (rng.standard_normal(n) * 3000).astype(np.int16))
         files.append(corpus / f"{i}.wav")
-    feats, offsets = cached_features(files, LogMel(), tmp_path / "cache", "x", "SETTING")
-    assert list(offsets) == [0, 4, 15] and feats.shape == (15, 40)
+    feats, offsets, samples = cached_features(files, LogMel(), tmp_path / "cache", "x", "SETTING")
+    assert list(offsets) == [0, 4, 15] and feats.shape == (15, 40) and list(samples) == [1000, 2000]
     assert np.allclose(feats[4:], log_mel(read_audio(files[1])[0]))
     assert sorted(p.name for p in corpus.iterdir()) == ["0.wav", "1.wav"]  # nothing written in the corpus
 
@@ -115,7 +118,7 @@ def test_feature_cache_is_computed_once_and_keyed_by_settings(tmp_path, monkeypa
         raise RuntimeError("recomputed")
 
     monkeypatch.setattr(audio, "log_mel", recompute)
-    again, _ = cached_features(files, LogMel(), tmp_path / "cache", "x", "SETTING")
+    again = cached_features(files, LogMel(), tmp_path / "cache", "x", "SETTING").feats
     assert np.array_equal(again, feats)
     with pytest.raises(RuntimeError, match="recomputed"):
         cached_features(files, LogMel(n_mels=20), tmp_path / "cache", "x", "SETTING")
@@ -126,6 +129,82 @@ def test_unwritable_cache_names_the_setting(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match=r"file.*\[task_options.t\] cache"):
         cached_features([tmp_path / "a.wav"], LogMel(), tmp_path / "file" / "cache", "t", "[task_options.t] cache")
+
+
+HOUR_AGO = time.time_ns() - 3600 * 10**9
+
+
+def noise_wavs(folder, seeds, n=3000, mtime_ns=None):
+    """RIFF files of noise, one per seed, all of `n` samples (so all of one size)."""
+    folder.mkdir(exist_ok=True)
+    files = []
+    for i, seed in enumerate(seeds):
+        path = folder / f"{i}.wav"
+        write_riff(path, (np.random.default_rng(seed).standard_normal(n) * 3000).astype(np.int16))
+        if mtime_ns is not None:
+            os.utime(path, ns=(mtime_ns, mtime_ns))
+        files.append(path)
+    return files
+
+
+def counting_log_mel(monkeypatch):
+    """Patch the feature computation to count the files it is run on."""
+    import layerwise.audio as audio
+
+    calls = []
+    real = audio.log_mel
+    monkeypatch.setattr(audio, "log_mel", lambda signal, s: calls.append(1) or real(signal, s))
+    return calls
+
+
+def test_a_wav_replaced_by_other_audio_of_the_same_size_gets_fresh_features(tmp_path, monkeypatch):
+    files = noise_wavs(tmp_path / "corpus", [1, 2], mtime_ns=HOUR_AGO)
+    before = cached_features(files, LogMel(), tmp_path / "cache", "x", "S").feats
+    size = files[1].stat().st_size
+    noise_wavs(tmp_path / "corpus", [1, 3])  # file 1 rewritten: other audio, same size, new time
+    assert files[1].stat().st_size == size
+    calls = counting_log_mel(monkeypatch)
+    after = cached_features(files, LogMel(), tmp_path / "cache", "x", "S")
+    assert np.allclose(after.feats[after.offsets[1]:], log_mel(read_audio(files[1])[0]))
+    assert not np.allclose(after.feats[after.offsets[1]:], before[after.offsets[1]:])
+    assert np.array_equal(after.feats[:after.offsets[1]], before[:after.offsets[1]])
+    assert len(calls) == 1  # file 1 only: file 0 was rewritten with the same audio, and is hashed
+
+
+def test_a_rewrite_that_keeps_size_and_time_is_caught_by_the_hash_while_the_time_is_recent(tmp_path):
+    # A clock that ticks coarsely can give a file rewritten within one tick its old time.
+    files = noise_wavs(tmp_path / "corpus", [1])
+    stamp = files[0].stat().st_mtime_ns
+    cached_features(files, LogMel(), tmp_path / "cache", "x", "S")
+    noise_wavs(tmp_path / "corpus", [2])
+    os.utime(files[0], ns=(stamp, stamp))
+    again = cached_features(files, LogMel(), tmp_path / "cache", "x", "S").feats
+    assert np.allclose(again, log_mel(read_audio(files[0])[0]))
+
+
+def test_a_touched_file_is_hashed_once_and_not_recomputed(tmp_path, monkeypatch):
+    import layerwise.audio as audio
+
+    files = noise_wavs(tmp_path / "corpus", [1, 2], mtime_ns=HOUR_AGO)
+    first = cached_features(files, LogMel(), tmp_path / "cache", "x", "S").feats
+    os.utime(files[0], ns=(HOUR_AGO + 10**9, HOUR_AGO + 10**9))  # same content, new time
+    calls = counting_log_mel(monkeypatch)
+    assert np.array_equal(cached_features(files, LogMel(), tmp_path / "cache", "x", "S").feats, first)
+    assert calls == []
+
+    def no_hashing(path):
+        raise AssertionError(f"hashed {path} again")
+
+    monkeypatch.setattr(audio, "content_hash", no_hashing)  # the new time was recorded
+    assert np.array_equal(cached_features(files, LogMel(), tmp_path / "cache", "x", "S").feats, first)
+
+
+def test_a_damaged_cache_entry_is_computed_again(tmp_path):
+    files = noise_wavs(tmp_path / "corpus", [1])
+    first = cached_features(files, LogMel(), tmp_path / "cache", "x", "S").feats
+    (entry,) = (tmp_path / "cache").glob("x-features-*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])
+    assert np.array_equal(cached_features(files, LogMel(), tmp_path / "cache", "x", "S").feats, first)
 
 
 def windows(half=2):
@@ -154,3 +233,14 @@ def test_windows_move_to_a_device_sharing_one_matrix():
     assert torch.equal(moved[torch.tensor([4, 0])], x[torch.tensor([4, 0])])
     matrix = FeatureMatrix(torch.zeros(2, 2))
     assert matrix.on("meta") is matrix.on("meta") and matrix.on("meta").device.type == "meta"
+
+
+def test_a_sphere_header_that_undercounts_its_samples_names_the_file_and_both_counts(tmp_path):
+    write_sphere(tmp_path / "x.wav", np.zeros(100, np.int16), sample_count=60)
+    with pytest.raises(UserError, match=r"x\.wav: the NIST SPHERE header says sample_count 60, but the file "
+                                        r"holds 100 samples"):
+        read_audio(tmp_path / "x.wav")
+    write_sphere(tmp_path / "y.wav", np.zeros(100, np.int16))
+    (tmp_path / "y.wav").write_bytes((tmp_path / "y.wav").read_bytes() + b"\0")  # half a sample more
+    with pytest.raises(UserError, match=r"y\.wav: .*sample_count 100, but the file holds 100\.5 samples"):
+        read_audio(tmp_path / "y.wav")

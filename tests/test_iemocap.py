@@ -117,3 +117,39 @@ def test_a_session_without_labelled_utterances_is_named(tmp_path):
 
 def test_task_is_registered():
     assert TASKS["iemocap"] is Iemocap and Iemocap.num_classes == 4 and Iemocap.lower_is_better
+
+
+@pytest.mark.parametrize("damage,line", [
+    (lambda line: line.replace("]", "", 1), "missing ]"),
+    (lambda line: line.rsplit("\t", 1)[0], "missing [V, A, D]"),
+    (lambda line: line.replace(", 3.5000]", "]"), "two of V, A, D"),
+    (lambda line: line.replace("\tneu\t", "\t"), "missing label"),
+    (lambda line: line.replace("[", "", 1), "missing ["),
+])
+def test_a_consensus_line_that_does_not_parse_names_the_file_and_line(tmp_path, damage, line):
+    blocks = [evaluation_block(1.0 + 3 * i, 3.0 + 3 * i, f"Ses01F_impro01_F00{i}", "neu") for i in range(3)]
+    text = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n" + "".join(blocks)
+    lines = text.splitlines()
+    number = lines.index(blocks[1].splitlines()[0])
+    lines[number] = damage(lines[number])
+    (tmp_path / "Ses01F_impro01.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=rf"Ses01F_impro01\.txt, line {number + 1}: .*Ses01F_impro01_F001.*"
+                                        r"expected an utterance line '\[start - end\]<TAB>utterance<TAB>label"):
+        read_evaluation(tmp_path / "Ses01F_impro01.txt")
+
+
+def test_a_label_outside_the_release_names_the_file_and_line(tmp_path):
+    text = evaluation_block(1.0, 2.0, "Ses01F_impro01_F000", "neu").replace("\tneu\t", "\tneutral\t")
+    (tmp_path / "Ses01F_impro01.txt").write_text(text)
+    with pytest.raises(UserError, match=r"Ses01F_impro01\.txt, line 1: label 'neutral'; expected one of .*xxx"):
+        read_evaluation(tmp_path / "Ses01F_impro01.txt")
+
+
+def test_comments_blank_and_annotator_lines_anywhere_are_skipped(tmp_path):
+    text = ("% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
+            + evaluation_block(1.0, 2.0, "Ses01F_impro01_F000", "sad")
+            + "% a comment between utterances\n   \n\t\n"
+            + evaluation_block(3.0, 4.0, "Ses01F_impro01_M001", "fru")).replace("\n", "\r\n")
+    (tmp_path / "Ses01F_impro01.txt").write_text(text)
+    assert read_evaluation(tmp_path / "Ses01F_impro01.txt") == [("Ses01F_impro01_F000", "sad"),
+                                                               ("Ses01F_impro01_M001", "fru")]

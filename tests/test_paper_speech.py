@@ -1,10 +1,16 @@
 """`layerwise run paper-speech` end to end on tiny fake corpora, on the CPU, in seconds."""
 
 import csv
+import json
 
+import numpy as np
+import pytest
+
+from layerwise.audio import read_audio
 from layerwise.cli import main
 from layerwise.config import load_config
-from speech_corpora import write_iemocap, write_timit
+from layerwise.tasks.timit import scan as timit_scan
+from speech_corpora import write_iemocap, write_sphere, write_timit
 
 TINY = ["--set", "train.epochs=1", "--set", "train.device=cpu", "--set", "train.amp=false",
         "--set", "train.batch_size=64", "--quiet"]
@@ -48,3 +54,52 @@ def test_a_missing_corpus_is_one_line_naming_path_and_setting(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert str(tmp_path / "timit") in err and "TRAIN/ and TEST/" in err and "task_options.timit" in err
+
+
+def damage_sphere_header(data):
+    """A TIMIT test utterance whose SPHERE header declares fewer samples than it holds."""
+    utt = next(u for u in timit_scan(data / "timit") if u.split == "test")
+    samples = np.round(read_audio(utt.audio)[0] * 32768).astype(np.int16)
+    write_sphere(utt.audio, samples, sample_count=len(samples) - 1000)
+    return [f"{utt.audio}: the NIST SPHERE header says sample_count {len(samples) - 1000}",
+            f"holds {len(samples)} samples"]
+
+
+def damage_phn(data):
+    """A TIMIT test utterance whose last phone ends past its audio."""
+    utt = next(u for u in timit_scan(data / "timit") if u.split == "test")
+    samples = len(read_audio(utt.audio)[0])
+    lines = utt.phn.read_text().splitlines()
+    start, _, phone = lines[-1].split()
+    utt.phn.write_text("\n".join(lines[:-1] + [f"{start} {samples + 200} {phone}"]) + "\n")
+    return [str(utt.phn), f"ends at sample {samples + 200}, past the end of the audio {utt.audio}",
+            f"{samples} samples"]
+
+
+def damage_evaluation(data):
+    """An IEMOCAP consensus line without its [V, A, D] (line 3 of the file: after the comment and a blank)."""
+    txt = data / "iemocap" / "Session3" / "dialog" / "EmoEvaluation" / "Ses03F_impro01.txt"
+    lines = txt.read_text().splitlines()
+    lines[2] = lines[2].rsplit("\t", 1)[0]
+    txt.write_text("\n".join(lines) + "\n")
+    return [f"{txt}, line 3", "[V, A, D]"]
+
+
+@pytest.mark.parametrize("damage", [damage_sphere_header, damage_phn, damage_evaluation])
+def test_a_damaged_corpus_file_stops_the_run_with_one_line_naming_it(tmp_path, monkeypatch, capsys, damage):
+    data = tmp_path / "data"
+    write_timit(data / "timit")
+    write_iemocap(data / "iemocap")
+    expected = damage(data)
+    monkeypatch.setenv("LAYERWISE_DATA", str(data))
+    out = tmp_path / "run"
+    code = main(["run", "paper-speech", "--out", str(out)] + TINY)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("layerwise: error:")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1
+    assert all(part in errors[0] for part in expected), errors[0]
+    # TIMIT is read first: a damaged IEMOCAP file is met after a TIMIT primary has finished,
+    # and that job keeps its record.
+    records = sorted((out / "jobs").glob("*.json")) if (out / "jobs").is_dir() else []
+    assert bool(records) == (damage is damage_evaluation)
+    assert all(json.loads(r.read_text())["key"] == r.stem for r in records)

@@ -7,8 +7,8 @@ import torch
 from layerwise.audio import LogMel, read_audio
 from layerwise.errors import UserError
 from layerwise.tasks import TASKS, Split, make_task
-from layerwise.tasks.timit import (CORE_TEST, REFERENCES, DEV_SPEAKERS, FOLD_INDEX, PHONES, PHONES39, Timit, edit_distance,
-                                   frame_labels, merge_repeats, read_phn, reference, scan)
+from layerwise.tasks.timit import (CORE_TEST, DEV_SPEAKERS, FOLD_INDEX, PHONES, PHONES39, Timit, edit_distance,
+                                   frame_labels, merge_repeats, read_phn, scan)
 from speech_corpora import write_timit
 
 
@@ -42,7 +42,7 @@ def test_phn_lines_give_the_phone_at_each_frame_centre(tmp_path):
     labels = frame_labels(segments, centres)
     assert [PHONES[i] for i in labels] == ["h#", "sh", "q", "iy", "iy"]
     assert list(frame_labels(segments, np.array([900, 5000]))) == [-1, -1]  # past the last phone
-    assert [PHONES39[i] for i in reference(segments)] == ["sil", "sh", "iy"]  # q removed
+    assert [PHONES39[i] for i in merge_repeats(FOLD_INDEX.numpy()[labels])] == ["sil", "sh", "iy"]  # q removed
 
 
 def test_a_bad_phn_line_names_the_file_and_line(tmp_path):
@@ -91,13 +91,26 @@ def test_examples_are_windows_labelled_from_the_phn_files_without_q(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["TEST", "TRAIN"]  # the cache lives elsewhere
 
 
-def test_a_fresh_task_scores_with_the_references_read_from_the_corpus(tmp_path):
+def test_perfect_frame_predictions_score_per_zero_though_some_phones_cover_no_frame(tmp_path):
     write_timit(tmp_path, seed=2)
-    data = Timit(root=str(tmp_path)).load()
-    REFERENCES.clear()  # as if scoring happened in another process
+    task = Timit(root=str(tmp_path))
+    data = task.load()
+    # The corpus has phones no frame centre falls in (short releases): a reference read from the
+    # .PHN files would hold them, and perfect frame predictions would score above 0.
+    centres = LogMel().frame_centres
+    test = [u for u in scan(tmp_path) if u.split == "test"]
+    frameless = 0
+    for utt in test:
+        segments = read_phn(utt.phn)
+        n = LogMel().num_frames(len(read_audio(utt.audio)[0]))
+        covered = set(frame_labels(segments, centres(n)).tolist())
+        frameless += sum(p not in covered for p in segments.phones)
+    assert frameless > 0
     perfect = torch.nn.functional.one_hot(data.test.y, 61).float()
     scores = Timit(root=str(tmp_path)).score(perfect, data.test)
-    assert scores["fer"] == 0 and scores["per"] == 0  # every fake phone spans several frames
+    assert scores["fer"] == 0 and scores["per"] == 0
+    wrong = perfect.roll(1, dims=1)  # every frame one phone off: the references are not empty
+    assert Timit(root=str(tmp_path)).score(wrong, data.test)["per"] > 50
 
 
 def test_edit_distance_counts_substitutions_deletions_and_insertions():
@@ -115,14 +128,10 @@ def phones(*names):
     return torch.tensor([PHONES.index(p) for p in names])
 
 
-def test_phone_error_rate_of_a_hand_worked_split(tmp_path):
-    # Three utterances; references after folding and merging: sil aa b sil | s iy | m aa n (9 phones).
-    texts = ["0 10 h#\n10 20 aa\n20 30 ao\n30 40 b\n40 50 pau\n", "0 10 s\n10 20 iy\n", "0 10 m\n10 20 aa\n20 30 n\n"]
-    task = Timit(root=str(tmp_path))
-    refs = REFERENCES[str(tmp_path)] = []
-    for i, text in enumerate(texts):
-        (tmp_path / f"{i}.phn").write_text(text)
-        refs.append(reference(read_phn(tmp_path / f"{i}.phn")))
+def test_phone_error_rate_of_a_hand_worked_split():
+    # Three utterances; references from the true frame labels, folded and merged:
+    # sil aa b sil | s iy | m aa n (9 phones).
+    task = Timit()
     truth = torch.cat([phones("h#", "aa", "ao", "ao", "b", "pau"), phones("s", "iy", "iy"), phones("m", "aa", "n")])
     # sil aa ae b sil: one insertion; sh iy: one substitution; m n: one deletion.
     pred = torch.cat([phones("h#", "ao", "ae", "b", "b", "h#"), phones("sh", "sh", "iy"), phones("m", "m", "n")])
@@ -150,3 +159,37 @@ def test_task_is_registered_and_checks_its_options():
     assert make_task(Timit, {"context": 15}, "test").input_shape == (1, 40, 15)
     with pytest.raises(UserError, match="odd"):
         make_task(Timit, {"context": 20}, "test")
+
+
+def first_test_utterance(root):
+    return next(u for u in scan(root) if u.split == "test")
+
+
+def test_audio_running_past_the_last_phone_loads(tmp_path):
+    # Real TIMIT's last h# ends at or a little before the audio's last sample.
+    write_timit(tmp_path, seed=4)
+    utterances = scan(tmp_path)
+    beyond = [len(read_audio(u.audio)[0]) - read_phn(u.phn).ends[-1] for u in utterances]
+    assert min(beyond) >= 0 and max(beyond) > 0
+    assert len(Timit(root=str(tmp_path)).load().test) > 0
+
+
+@pytest.mark.parametrize("damage", ["past the audio", "out of order"])
+def test_a_phn_that_does_not_fit_its_audio_names_both_files_and_the_samples(tmp_path, damage):
+    write_timit(tmp_path, seed=5)
+    utt = first_test_utterance(tmp_path)
+    samples = len(read_audio(utt.audio)[0])
+    lines = utt.phn.read_text().splitlines()
+    if damage == "past the audio":
+        start, _, phone = lines[-1].split()
+        lines[-1] = f"{start} {samples + 480} {phone}"
+        expected = rf"line {len(lines)} .*ends at sample {samples + 480}, past the end of the audio .*{samples} samples"
+    else:
+        lines[2], lines[3] = lines[3], lines[2]  # line 4 now starts before line 3 ends
+        start, end = int(lines[3].split()[0]), int(lines[2].split()[1])
+        expected = rf"line 4 .*starts at sample {start}, before the previous one ends \(sample {end}\)"
+    utt.phn.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=expected) as err:
+        Timit(root=str(tmp_path)).load()
+    assert str(utt.phn) in str(err.value) and str(utt.audio) in str(err.value)
+

@@ -19,9 +19,11 @@ import hashlib
 import json
 import os
 import sys
+import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -114,21 +116,37 @@ def read_sphere(path: Path) -> Tuple[np.ndarray, int]:
         if len(parts) == 3:
             fields[parts[0]] = parts[2].strip()
     coding = fields.get("sample_coding", "pcm")
-    width = int(fields.get("sample_n_bytes", "2"))
-    channels = int(fields.get("channel_count", "1"))
+    width, channels = header_int(path, fields, "sample_n_bytes", 2), header_int(path, fields, "channel_count", 1)
     if coding != "pcm" or width != 2 or channels != 1:
         raise UserError(f"{path}: NIST SPHERE with sample_coding={coding!r}, sample_n_bytes={width}, "
                         f"channel_count={channels}; expected uncompressed 16-bit mono pcm "
                         "(decompress shorten-coded files with sph2pipe first)")
     order = fields.get("sample_byte_format", "01")
     dtype = "<i2" if order == "01" else ">i2"
-    available = (len(raw) - header_size) // 2
-    count = int(fields.get("sample_count", available))
+    data_bytes = len(raw) - header_size
+    available = data_bytes // 2
+    count = header_int(path, fields, "sample_count", available)
+    # TIMIT's files hold exactly `sample_count` samples after the header. Fewer is a truncated
+    # file; more (or half a sample) means the header or the data is damaged, and reading only
+    # `sample_count` samples would cut the audio without a word, so the .PHN times would no
+    # longer match it.
     if count > available:
         raise UserError(f"{path}: truncated NIST SPHERE file: the header says {count} samples, "
                         f"the file holds {available}")
+    if data_bytes != 2 * count:
+        raise UserError(f"{path}: the NIST SPHERE header says sample_count {count}, but the file holds "
+                        f"{data_bytes / 2:g} samples after its {header_size}-byte header; expected exactly "
+                        f"{count} (the header or the audio is damaged)")
     data = np.frombuffer(raw, dtype=dtype, offset=header_size, count=count)
-    return data.astype(np.float64) / 32768.0, int(fields.get("sample_rate", "16000"))
+    return data.astype(np.float64) / 32768.0, header_int(path, fields, "sample_rate", 16000)
+
+
+def header_int(path: Path, fields: Dict[str, str], name: str, default: int) -> int:
+    """An integer field of a SPHERE header, `default` when absent."""
+    try:
+        return int(fields.get(name, default))
+    except ValueError:
+        raise UserError(f"{path}: NIST SPHERE header field {name} is {fields[name]!r}; expected an integer") from None
 
 
 def read_audio(path: Path) -> Tuple[np.ndarray, int]:
@@ -149,41 +167,132 @@ def read_audio(path: Path) -> Tuple[np.ndarray, int]:
 
 # --- the feature cache ---------------------------------------------------------------------------
 
+class Features(NamedTuple):
+    """The features of a list of files, back to back: utterance u is `feats[offsets[u]:offsets[u + 1]]`
+    and was computed from `samples[u]` audio samples."""
+
+    feats: np.ndarray  # (T, n_mels) float32
+    offsets: np.ndarray  # (U + 1,) int64
+    samples: np.ndarray  # (U,) int64
+
+
+# A file's size and modification time (ns) stand for its content, except when the time is this
+# close to when the file was read: clocks that tick in milliseconds (or, on some filesystems,
+# seconds) give a file rewritten within one tick the time it had, so such a file is checked by
+# its content hash instead (the rule git uses for its index).
+RACY_NS = 2_000_000_000
+
+
+def content_hash(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+ENTRY_KEYS = ("feats", "offsets", "samples", "sizes", "mtimes", "hashes", "read_ns")
+
+
+def read_entry(path: Path) -> Optional[Dict[str, np.ndarray]]:
+    """A cache entry's arrays, or None when there is none or it cannot be read (an entry is only
+    ever a copy of what can be computed again, so a damaged one is simply replaced)."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in ENTRY_KEYS}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+SAME, VERIFIED = "same", "verified"
+
+
+def check_entry(files: Sequence[Path], stats, entry) -> Tuple[list, List[Optional[bytes]]]:
+    """Per file: SAME (size and time as recorded), VERIFIED (not, but the content hash is) or
+    None (changed, or no entry); and the content hashes known so far.
+
+    A file whose size differs has changed. One whose size and time match, and whose time is not
+    racy, has not. Any other (a file touched or restored in place has a new time; one rewritten
+    with the same size has a new time, or a racy one) is hashed and compared with the entry's."""
+    n = len(files)
+    if entry is None or len(entry["sizes"]) != n:
+        return [None] * n, [None] * n
+    sizes, mtimes, hashes, read_ns = entry["sizes"], entry["mtimes"], entry["hashes"], int(entry["read_ns"])
+    status, known = [None] * n, [None] * n
+    for i, (p, st) in enumerate(zip(files, stats)):
+        if st.st_size != sizes[i]:
+            continue
+        stored = hashes[i].tobytes()
+        if st.st_mtime_ns == mtimes[i] and mtimes[i] < read_ns - RACY_NS:
+            status[i], known[i] = SAME, stored
+        else:
+            known[i] = content_hash(p)
+            status[i] = VERIFIED if known[i] == stored else None
+    return status, known
+
+
 def cached_features(files: Sequence[Path], settings: LogMel, cache_dir: Path, prefix: str,
-                    setting_name: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Log-mel features of every file, concatenated: `(feats (T, n_mels), offsets (U + 1,))`,
-    utterance u being `feats[offsets[u]:offsets[u + 1]]`.
+                    setting_name: str) -> Features:
+    """Log-mel features of every file, concatenated, with each file's sample count.
 
     Computed once and kept in `cache_dir` (never inside the corpus, which may be read-only), under
-    a key made of the settings, the feature version and the file list with sizes; written
-    atomically, so an interrupted run never leaves a half-written cache.
+    a key made of the settings, the feature version and the file list. The entry records each
+    file's size, modification time and SHA-256: a file replaced by other audio (even of the same
+    size) is computed again, and only that file. Hashing every file on every load instead would
+    read the whole corpus each time (a gigabyte or more for IEMOCAP) where a `stat` per file
+    costs microseconds; the hash is read only for a file whose time changed or is racy.
+    Written atomically, so an interrupted run never leaves a half-written cache.
     """
-    listing = [[str(p), os.path.getsize(p)] for p in files]
-    key = json.dumps({"settings": asdict(settings), "version": FEATURE_VERSION, "files": listing})
+    key = json.dumps({"settings": asdict(settings), "version": FEATURE_VERSION, "files": [str(p) for p in files]})
     path = Path(cache_dir) / f"{prefix}-features-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    if path.exists():
-        with np.load(path) as f:
-            return f["feats"], f["offsets"]
+    read_ns = time.time_ns()  # before any file is looked at: see RACY_NS
+    stats = [os.stat(p) for p in files]
+    entry = read_entry(path)
+    status, hashes = check_entry(files, stats, entry)
+    old = None if entry is None else Features(entry["feats"], entry["offsets"], entry["samples"])
+    if old is not None and all(s == SAME for s in status):
+        return old
     feats: List[np.ndarray] = []
+    samples: List[int] = []
     from tqdm import tqdm
 
-    for p in tqdm(files, desc=f"{prefix} log-mel features (once)", unit="utt", file=sys.stderr,
-                  disable=len(files) < 100):
+    todo = status.count(None)
+    computing = tqdm(total=todo, desc=f"{prefix} log-mel features (once)", unit="utt", file=sys.stderr,
+                     disable=todo < 100)
+    for i, p in enumerate(files):
+        if status[i]:
+            feats.append(old.feats[old.offsets[i]:old.offsets[i + 1]])
+            samples.append(int(old.samples[i]))
+            continue
+        hashes[i] = hashes[i] or content_hash(p)
         signal, rate = read_audio(p)
         if rate != settings.sample_rate:
             raise UserError(f"{p}: sample rate {rate} Hz; expected {settings.sample_rate} Hz")
         feats.append(log_mel(signal, settings))
-    offsets = np.cumsum([0] + [len(f) for f in feats]).astype(np.int64)
-    matrix = np.concatenate(feats) if feats else np.zeros((0, settings.n_mels), np.float32)
+        samples.append(len(signal))
+        computing.update()
+    computing.close()
+    result = Features(np.concatenate(feats) if feats else np.zeros((0, settings.n_mels), np.float32),
+                      np.cumsum([0] + [len(f) for f in feats]).astype(np.int64), np.array(samples, dtype=np.int64))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, feats=matrix, offsets=offsets)
-        os.replace(tmp, path)
+        write_entry(path, result, stats, hashes, read_ns)
     except OSError as err:
-        raise UserError(f"cannot write the feature cache {path} ({err.strerror}); point {setting_name} "
-                        "to a writable folder") from None
-    return matrix, offsets
+        if todo:  # nothing recomputed: the entry only records new times, to spare the next load hashing
+            raise UserError(f"cannot write the feature cache {path} ({err.strerror}); point {setting_name} "
+                            "to a writable folder") from None
+    return result
+
+
+def write_entry(path: Path, features: Features, stats, hashes: List[bytes], read_ns: int):
+    """Write a cache entry atomically: the features, and what each file looked like when read."""
+    manifest = dict(sizes=np.array([st.st_size for st in stats], dtype=np.int64),
+                    mtimes=np.array([st.st_mtime_ns for st in stats], dtype=np.int64),
+                    hashes=np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), 32),
+                    read_ns=np.int64(read_ns))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+    np.savez(tmp, **features._asdict(), **manifest)
+    os.replace(tmp, path)
 
 
 # --- windows of frames, gathered lazily ----------------------------------------------------------

@@ -3,7 +3,9 @@
 Layout: `Session1..5/dialog/EmoEvaluation/<dialog>.txt` (the consensus label of each utterance,
 on lines like `[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`,
 each followed by per-annotator lines such as `C-E2:<TAB>Neutral state;<TAB>()`, which are
-ignored) and `Session1..5/sentences/wav/<dialog>/<utterance>.wav`.
+ignored) and `Session1..5/sentences/wav/<dialog>/<utterance>.wav`. A line that opens with `[` or
+names an utterance but does not parse as a consensus line is an error naming the file and line,
+never skipped: skipping it would lose the utterance without a word.
 
 Four classes, as is usual: neutral, happy (merged with excited), sad, angry; utterances with any
 other label (frustration, surprise, fear, disgust, other, no agreement `xxx`) are dropped.
@@ -43,14 +45,40 @@ SETTING = ("[task_options.iemocap] root = \"...\" (or --set task_options.iemocap
            "or $LAYERWISE_DATA/iemocap)")
 LAYOUT = ("the IEMOCAP release layout: Session1/ .. Session5/, each with dialog/EmoEvaluation/*.txt "
           "and sentences/wav/<dialog>/<utterance>.wav")
-# A consensus line: [start - end] <TAB> utterance <TAB> label <TAB> [v, a, d].
-TURN = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)\s+\[")
+# A consensus line: [start - end] <TAB> utterance <TAB> label <TAB> [v, a, d] (times in seconds;
+# valence, activation and dominance are the annotators' mean scores).
+NUMBER = r"\d+(?:\.\d*)?"
+TURN = re.compile(rf"^\[\s*{NUMBER}\s*-\s*{NUMBER}\s*\]\s+(Ses\S+)\s+(\S+)\s+"
+                  rf"\[\s*{NUMBER}\s*,\s*{NUMBER}\s*,\s*{NUMBER}\s*\]\s*$")
+# Every consensus label of the release (`xxx`: no majority); any other word there is damage.
+RELEASE_LABELS = {"neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx"}
+TURN_FORMAT = ("'[start - end]<TAB>utterance<TAB>label<TAB>[V, A, D]', such as "
+               "'[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]'")
+
+
+def looks_like_turn(line: str) -> bool:
+    """Whether a line is meant as an utterance line: it opens with `[`, or names an utterance.
+    The annotators' lines (`C-E2:`, `A-F1:`, ...), `%` comments and blank lines do neither."""
+    text = line.strip()
+    return text.startswith("[") or re.search(r"\bSes\d\d[FM]_", text) is not None
 
 
 def read_evaluation(path: Path) -> List[Tuple[str, str]]:
-    """(utterance, consensus label) pairs of one EmoEvaluation file, in file order."""
-    return [(m.group(1), m.group(2)) for line in Path(path).read_text(errors="replace").splitlines()
-            if (m := TURN.match(line))]
+    """(utterance, consensus label) pairs of one EmoEvaluation file, in file order. A line meant
+    as an utterance line that does not parse is an error: skipping it would lose the utterance."""
+    pairs = []
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+        if line.lstrip().startswith("%") or not looks_like_turn(line):
+            continue
+        m = TURN.match(line.strip())
+        if m is None:
+            raise UserError(f"{path}, line {number}: {line!r} does not parse; expected an utterance line "
+                            f"{TURN_FORMAT}")
+        if m.group(2) not in RELEASE_LABELS:
+            raise UserError(f"{path}, line {number}: label {m.group(2)!r}; expected one of the release's "
+                            f"labels ({', '.join(sorted(RELEASE_LABELS))})")
+        pairs.append((m.group(1), m.group(2)))
+    return pairs
 
 
 @dataclass
@@ -148,7 +176,7 @@ class Iemocap(SpeechTask):
 
     def load(self, seed: int = 0) -> TaskData:
         utterances = scan(self.corpus_root(), self.dialogs)
-        matrix, offsets = self.features([u.audio for u in utterances])
+        matrix, offsets, _ = self.features([u.audio for u in utterances])
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
         for u, utt in enumerate(utterances):
             split = "test" if utt.session == self.test_session else \

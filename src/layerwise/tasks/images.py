@@ -18,7 +18,10 @@ none, as in the DenseNet paper, so a frozen prefix's outputs can be cached for i
 
 A corrupt or truncated file raises a `UserError` saying so, never garbage: by default every file
 is checked against its published MD5 when loaded (`verify`), and what is parsed is checked for
-shape and label range.
+shape and label range. The MD5 check is also what refuses files that are not the official
+release (a re-packed archive, a smaller copy made for testing): to read such files, set the task
+option `verify = false` (in `[task_options.cifar10]` etc., or `--set task_options.svhn.verify=false`);
+they are then checked for shape and label range only.
 """
 
 from __future__ import annotations

@@ -46,8 +46,9 @@ class SpeechTask(Task):
         except UserError:
             return False
 
-    def features(self, files: List[Path]) -> Tuple[FeatureMatrix, np.ndarray]:
-        """The log-mel features of `files` back to back, and each file's first frame offset."""
-        feats, offsets = cached_features(files, LogMel(n_mels=self.n_mels), data_root(self.cache, "cache"),
-                                         self.name, f"[task_options.{self.name}] cache")
-        return FeatureMatrix(torch.from_numpy(feats)), offsets
+    def features(self, files: List[Path]) -> Tuple[FeatureMatrix, np.ndarray, np.ndarray]:
+        """The log-mel features of `files` back to back, each file's first frame offset (and one
+        past the last), and each file's number of audio samples."""
+        found = cached_features(files, LogMel(n_mels=self.n_mels), data_root(self.cache, "cache"),
+                                self.name, f"[task_options.{self.name}] cache")
+        return FeatureMatrix(torch.from_numpy(found.feats)), found.offsets, found.samples

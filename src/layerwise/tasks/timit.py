@@ -6,15 +6,19 @@ dropped. Splits, as is standard: the 462 training speakers; the 50-speaker devel
 Halberstadt (1998) for validation; the 24-speaker core test set. Other TEST speakers are unused.
 
 Every 10 ms frame is one example: the window of `context` frames centred on it, labelled with
-the phone that covers the frame's centre sample in the `.PHN` file. The network is trained on the
+the phone that covers the frame's centre sample in the `.PHN` file (a `.PHN` that cannot describe
+its audio is an error naming both files: see `check_alignment`). The network is trained on the
 61 TIMIT phones (`num_classes = 61`, indexed as in `PHONES`); frames labelled `q` (the glottal
 stop, which the 39-phone folding removes) are left out of every split, so the `q` output is never
 trained. Scoring folds the 61 phones to the 39 of Lee and Hon (1989):
 
 - phone error rate (`per`, the metric): per utterance, the predicted frame labels are folded,
   consecutive repeats are merged into one phone sequence, and it is aligned by edit distance to
-  the reference (the `.PHN` phones folded, `q` removed, consecutive repeats merged the same way);
-  `per` = 100 * (substitutions + deletions + insertions) / reference phones, summed over the split;
+  the reference, which is the utterance's true frame labels folded and merged the same way (the
+  `.PHN` phones that cover at least one frame centre, `q` removed); `per` = 100 * (substitutions +
+  deletions + insertions) / reference phones, summed over the split. A phone shorter than the
+  10 ms hop may cover no frame centre: no frame classifier can output it, so it is not in the
+  reference, and perfect frame predictions score 0;
 - frame error rate (`fer`): the share of frames whose folded prediction is wrong.
 """
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, NamedTuple
 
 import numpy as np
 import torch
@@ -59,10 +63,6 @@ DEV_SPEAKERS = set(
     "fedw0 mgjf0 mglb0 mrtk0 mtaa0 mtdt0 mthc0 mwjg0 fnmr0 frew0 fsem0 mbns0 mmjr0 mdls0 mdlf0 "
     "mdvc0 mers0 fmah0 fdrw0 mrcs0 mrjm4 fcal1 mmwh0 fjsj0 majc0 mjsw0 mreb0 fgjd0 fjmg0 mroa0 "
     "mteb0 mjfc0 mrjr0 fmml0 mrws1".split())
-
-# Reference phone sequences per corpus folder, kept from `load` for `score` (a sweep scores with
-# a fresh task object, and reading thousands of .PHN files per job would be wasted time).
-REFERENCES: Dict[str, List[np.ndarray]] = {}
 
 SETTING = "[task_options.timit] root = \"...\" (or --set task_options.timit.root=..., or $LAYERWISE_DATA/timit)"
 LAYOUT = "the LDC TIMIT layout: TRAIN/ and TEST/ holding DR1..DR8/<speaker>/<utterance>.WAV and .PHN"
@@ -119,9 +119,18 @@ def scan(root: Path) -> List[Utterance]:
     return found
 
 
-def read_phn(path: Path):
-    """(starts, ends, 61-phone indices) of a `.PHN` file: lines `start_sample end_sample phone`."""
-    starts, ends, phones = [], [], []
+class Segments(NamedTuple):
+    """The lines of a `.PHN` file: sample offsets at 16 kHz, 61-phone indices, line numbers."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    phones: np.ndarray
+    lines: np.ndarray
+
+
+def read_phn(path: Path) -> Segments:
+    """The segments of a `.PHN` file: lines `start_sample end_sample phone`."""
+    rows = []
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -129,15 +138,46 @@ def read_phn(path: Path):
         if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()) or parts[2].lower() not in PHONES:
             raise UserError(f"{path}, line {number}: {line!r}; expected 'start_sample end_sample phone' "
                             "with one of the 61 TIMIT phones")
-        starts.append(int(parts[0]))
-        ends.append(int(parts[1]))
-        phones.append(PHONES.index(parts[2].lower()))
-    return np.array(starts), np.array(ends), np.array(phones, dtype=np.int64)
+        rows.append((int(parts[0]), int(parts[1]), PHONES.index(parts[2].lower()), number))
+    if not rows:
+        raise UserError(f"{path}: no segments; expected lines 'start_sample end_sample phone'")
+    starts, ends, phones, lines = (np.array(column, dtype=np.int64) for column in zip(*rows))
+    return Segments(starts, ends, phones, lines)
 
 
-def frame_labels(segments, centres: np.ndarray) -> np.ndarray:
-    """The 61-phone index of the segment covering each frame centre sample, -1 where none does."""
-    starts, ends, phones = segments
+def check_alignment(utt: Utterance, segments: Segments, samples: int) -> None:
+    """Refuse a `.PHN` file that cannot describe its audio, naming both files.
+
+    What real TIMIT has, and is allowed: offsets in samples at 16 kHz; each segment starts where
+    the previous one ends; the first `h#` starts at 0, and the last `h#` ends at or a little
+    before the audio's last sample (the frames after it are unlabelled and left out). A gap
+    between segments would only leave frames unlabelled, so it is allowed too.
+    What cannot be right, and is refused: a segment that ends before it starts; one that starts
+    before the previous one ends (out of order or overlapping, so a frame would have two phones);
+    and any segment ending past the audio (a transcription of other audio, or audio cut short),
+    whose phones would have no frames.
+    """
+    starts, ends, _, lines = segments
+    where = lambda k: f"{utt.phn}, line {lines[k]} ({starts[k]} {ends[k]} {PHONES[segments.phones[k]]})"  # noqa: E731
+    for k in range(len(starts)):
+        if ends[k] < starts[k]:
+            raise UserError(f"{where(k)}: the segment ends at sample {ends[k]}, before it starts; "
+                            f"expected start_sample <= end_sample (audio: {utt.audio})")
+        if k and starts[k] < ends[k - 1]:
+            raise UserError(f"{where(k)}: the segment starts at sample {starts[k]}, before the previous one "
+                            f"ends (sample {ends[k - 1]}); expected segments in time order, not overlapping "
+                            f"(audio: {utt.audio})")
+    past = np.flatnonzero(ends > samples)
+    if len(past):
+        k = past[0]
+        raise UserError(f"{where(k)}: the segment ends at sample {ends[k]}, past the end of the audio "
+                        f"{utt.audio}, which holds {samples} samples; the transcription does not match its audio")
+
+
+def frame_labels(segments: Segments, centres: np.ndarray) -> np.ndarray:
+    """The 61-phone index of the segment covering each frame centre sample, -1 where none does
+    (segments in time order, as `check_alignment` ensures)."""
+    starts, ends, phones, _ = segments
     i = np.searchsorted(starts, centres, side="right") - 1
     inside = (i >= 0) & (centres < ends[np.maximum(i, 0)])
     return np.where(inside, phones[np.maximum(i, 0)], -1)
@@ -150,10 +190,6 @@ def merge_repeats(seq) -> np.ndarray:
     if len(seq) == 0:
         return seq
     return seq[np.r_[True, seq[1:] != seq[:-1]]]
-
-
-def reference(segments) -> np.ndarray:
-    return merge_repeats(FOLD_INDEX.numpy()[segments[2]])
 
 
 def edit_distance(hyp, ref) -> int:
@@ -188,31 +224,25 @@ class Timit(SpeechTask):
     def load(self, seed: int = 0) -> TaskData:
         utterances = scan(self.corpus_root())
         settings = LogMel(n_mels=self.n_mels)
-        matrix, offsets = self.features([u.audio for u in utterances])
+        matrix, offsets, samples = self.features([u.audio for u in utterances])
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
-        refs = REFERENCES[str(self.corpus_root())] = []
         for u, utt in enumerate(utterances):
             segments = read_phn(utt.phn)
-            refs.append(reference(segments))
+            check_alignment(utt, segments, int(samples[u]))
             labels = frame_labels(segments, settings.frame_centres(offsets[u + 1] - offsets[u]))
             keep = np.flatnonzero((labels >= 0) & (labels != Q))
             examples[utt.split].append((u, keep, labels[keep]))
         half = self.context // 2
         return TaskData(*(window_split(matrix, offsets, examples[s], half) for s in ("train", "val", "test")))
 
-    def references(self) -> List[np.ndarray]:
-        """Each utterance's reference 39-phone sequence, indexed like `Split.groups`."""
-        key = str(self.corpus_root())
-        if key not in REFERENCES:
-            REFERENCES[key] = [reference(read_phn(u.phn)) for u in scan(self.corpus_root())]
-        return REFERENCES[key]
-
     def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
+        """PER and FER of a split as `load` makes it: every labelled frame of each utterance,
+        together and in order, so each utterance's reference is its own frames' labels."""
+        if len(split) == 0:
+            return {"per": 0.0, "fer": 0.0}
         pred = FOLD_INDEX[logits.argmax(1).cpu()].numpy()
         truth = FOLD_INDEX[split.y.cpu()].numpy()
-        groups = split.groups.cpu().numpy()
-        cuts = np.flatnonzero(np.diff(groups)) + 1
-        refs = self.references()
-        hyps = [merge_repeats(seg) for seg in np.split(pred, cuts)] if len(pred) else []
-        per = phone_error_rate(hyps, [refs[g] for g in groups[np.r_[0, cuts]]] if len(pred) else [])
-        return {"per": per, "fer": 100.0 * float(np.mean(pred != truth)) if len(pred) else 0.0}
+        cuts = np.flatnonzero(np.diff(split.groups.cpu().numpy())) + 1
+        hyps = [merge_repeats(seg) for seg in np.split(pred, cuts)]
+        refs = [merge_repeats(seg) for seg in np.split(truth, cuts)]
+        return {"per": phone_error_rate(hyps, refs), "fer": 100.0 * float(np.mean(pred != truth))}
