@@ -63,6 +63,18 @@ def test_the_prefix_cache_matches_the_plain_computation_layer_by_layer(tiny):
         assert torch.equal(got.test.y, data.test.y)
 
 
+def test_under_amp_the_prefix_cache_keeps_and_counts_the_autocast_dtype(tiny):
+    tiny.train = dataclasses.replace(tiny.train, amp=True, device="cpu")
+    sweep = Sweep(tiny, "/nonexistent", progress=False)
+    net = sweep_module.build(tiny, "alexnet-small", tiny.task("digits"))
+    data = sweep.data("printed-digits", 0)
+    cache = PrefixCache(net, data, tiny.train)
+    got = cache.at(2)
+    assert got.train.x.dtype == torch.bfloat16  # what the suffix receives without the cache too
+    examples = len(data.train) + len(data.val) + len(data.test)
+    assert cache.bytes_at(2) == got.train.x[0].numel() * 2 * examples
+
+
 def test_a_prefix_too_large_for_the_memory_limit_is_not_cached(tiny):
     tiny.train = dataclasses.replace(tiny.train, cache_limit_gb=1e-6)
     sweep = Sweep(tiny, "/nonexistent", progress=False)
@@ -76,7 +88,17 @@ def run_all(cfg, out):
     return {j.describe(): sweep.store.record(j.key) for j in sweep.jobs}
 
 
-def test_cached_and_uncached_transfers_give_the_same_result(tiny, tmp_path):
+SMALL_DENSENET = {"growth": 4, "convs": 2, "stem": 8}
+
+
+@pytest.mark.parametrize("arch, amp", [("alexnet-small", False), ("densenet6", True)])
+def test_cached_and_uncached_transfers_give_the_same_result(tiny_raw, tmp_path, arch, amp):
+    # With amp the prefix runs in bfloat16 on the CPU; the cache must hand the suffix the same
+    # bfloat16 outputs the uncached run computes, not an upcast copy.
+    tiny_raw["archs"] = [arch]
+    tiny_raw["arch_options"]["densenet6"] = SMALL_DENSENET
+    tiny_raw["train"].update(amp=amp, device="cpu")
+    tiny = config_from_dict(tiny_raw)
     cached = run_all(tiny, tmp_path / "cached")
     tiny.train = dataclasses.replace(tiny.train, cache_prefix=False)
     plain = run_all(tiny, tmp_path / "plain")

@@ -135,7 +135,9 @@ class PrefixCache:
     """Outputs of a primary's first `l_c` layers on a secondary task's splits.
 
     Computed once per (primary, secondary, l_c) and advanced to l_c + 1 by one more layer. The
-    prefix runs in evaluation mode, exactly as the frozen layers of a transfer do while it trains.
+    prefix runs in evaluation mode, exactly as the frozen layers of a transfer do while it trains,
+    and under the same autocast; its outputs keep the dtype autocast gives them (bfloat16 or
+    float16 with `amp`), so the suffix receives exactly what it would receive without the cache.
     """
 
     def __init__(self, primary: LayeredNet, data: TaskData, cfg: TrainConfig):
@@ -143,11 +145,10 @@ class PrefixCache:
         self.level, self.data = 0, data
 
     def bytes_at(self, level: int) -> int:
-        one = self.raw.train.x[torch.arange(1, device=self.raw.train.y.device)]
-        with torch.no_grad():
-            numel = self.primary.features(one, upto=level)[0].numel()
+        """The memory the outputs of `level` layers take, in the dtype they are kept in."""
+        one = self._advance(self.raw.train.x, 0, level, 1)
         total = len(self.raw.train) + len(self.raw.val) + len(self.raw.test)
-        return numel * total * 4
+        return one[0].numel() * one.element_size() * total
 
     @torch.no_grad()
     def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
@@ -156,7 +157,7 @@ class PrefixCache:
         with torch.autocast(device.type, enabled=self.cfg.amp):  # as the prefix runs in training
             parts = [self.primary.features(x[torch.arange(i, min(i + step, n), device=device)], upto=stop, start=start)
                      for i in range(0, n, step)]
-        return torch.cat(parts).float()
+        return torch.cat(parts)
 
     def at(self, level: int) -> Optional[TaskData]:
         """The splits as seen after `level` layers, or None when that would not fit in memory."""
