@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .config import Config
 from .errors import UserError
 from .net import LayeredNet, count_parameters
-from .similarity import layer_similarity
+from .similarity import layer_similarity, probe_sample
 from .nets import ARCHS
 from .store import Store
 from .tasks import Task, TaskData
@@ -34,7 +34,7 @@ from .train import FitResult, TrainConfig, fit, resolve_device
 from .transfer import transfer
 
 KEY_VERSION = 1
-SIMILARITY_EXAMPLES = 500  # test examples on which a transfer's layers are compared with the primary's
+SIMILARITY_EXAMPLES = 500  # validation examples on which a transfer's layers are compared with the primary's
 
 
 @dataclass(frozen=True)
@@ -286,7 +286,8 @@ class Sweep:
             self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
         record = self.record(job, task, net, result, cached_prefix=cached is not None)
         if job.kind == "transfer":
-            probe = data.test.x[torch.arange(min(len(data.test), SIMILARITY_EXAMPLES), device=self.device)]
+            sample = probe_sample(len(data.val), SIMILARITY_EXAMPLES, job.seed, data.val.groups)
+            probe = data.val.x[sample.to(self.device)]
             record["similarity"] = layer_similarity(primary, net, probe)
         self.store.write_record(record)
         return record
