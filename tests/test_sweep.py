@@ -40,6 +40,33 @@ def test_job_keys_depend_on_what_determines_the_result_only(tiny_raw):
     assert not set(changed.values()) & set(base.values())
 
 
+def test_a_finetuning_learning_rate_changes_the_keys_of_transfers_only(tiny_raw):
+    base = {j.describe(): j.key for j in plan(config_from_dict(tiny_raw))}
+    tiny_raw["train"]["finetune_lr"] = 1e-4
+    tuned = plan(config_from_dict(tiny_raw))
+    for job in tuned:
+        assert (job.key == base[job.describe()]) == (job.kind == "scratch"), job.describe()
+
+
+def test_a_finetuning_learning_rate_reaches_the_optimizer_of_transfers_and_not_of_scratch_jobs(tiny_raw, tmp_path, monkeypatch):
+    import layerwise.train as train_module
+
+    tiny_raw["train"].update(epochs=1, lr=0.003, finetune_lr=0.0002)
+    lrs, real = [], train_module.make_optimizer
+
+    def recording(params, cfg):
+        optimizer = real(params, cfg)
+        lrs.append(optimizer.param_groups[0]["lr"])
+        return optimizer
+
+    monkeypatch.setattr(train_module, "make_optimizer", recording)
+    sweep = Sweep(config_from_dict(tiny_raw), tmp_path / "run", progress=False)
+    ran = sweep.run()
+    assert len(lrs) == len(ran) == len(sweep.jobs)
+    assert [(job.kind, lr) for job, lr in zip(ran, lrs)] == [
+        (job.kind, 0.003 if job.kind == "scratch" else 0.0002) for job in ran]
+
+
 def test_pairs_with_incompatible_shapes_are_skipped_unless_asked_for(tiny_raw):
     tiny_raw["task_options"]["digits"] = {"size": 8}
     jobs = plan(config_from_dict(tiny_raw))

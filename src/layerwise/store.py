@@ -24,7 +24,14 @@ from safetensors.torch import load_file, save_file
 
 from .errors import UserError
 
-RESULT_COLUMNS = ["arch", "source", "target", "seed", "frozen", "split", "metric", "value", "epoch", "key"]
+# fold / source_fold: the fold of the target task and of the source task's primary (empty for a
+# task without folds); see Task.folds().
+RESULT_COLUMNS = ["arch", "source", "target", "seed", "frozen", "split", "metric", "value", "epoch", "key",
+                  "fold", "source_fold"]
+
+
+def blank_if_none(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -161,6 +168,7 @@ class Store:
                     for metric, value in r[split].items():
                         writer.writerow([r["arch"], r["source"] or "", r["target"], r["seed"],
                                          "" if r["frozen"] is None else r["frozen"], split, metric,
-                                         f"{value:.6g}", r["best_epoch"], r["key"]])
+                                         f"{value:.6g}", r["best_epoch"], r["key"],
+                                         blank_if_none(r.get("fold")), blank_if_none(r.get("source_fold"))])
         os.replace(tmp, path)
         return path
