@@ -33,7 +33,10 @@ from .tasks import Task, TaskData
 from .train import FitResult, TrainConfig, fit, resolve_device
 from .transfer import transfer
 
-KEY_VERSION = 1
+# Raised when registered architectures compute something else under the same name and options:
+# 2 moved dropout to the start of the layer that consumes it and DenseNets' final BN-ReLU-pool
+# into the body, so records and checkpoints made before are not reused (nor loaded into the new nets).
+KEY_VERSION = 2
 SIMILARITY_EXAMPLES = 500  # validation examples on which a transfer's layers are compared with the primary's
 
 
