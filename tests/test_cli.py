@@ -100,6 +100,8 @@ def test_unknown_architecture(capsys, tmp_path, tiny_raw):
     ("task_options.digits.colour=1", ["'colour'", "size", "split_seed"]),
     ("frozen=[0,9]", ["frozen value 9", "alexnet-small", "0..6"]),
     ("seeds=[]", ["seeds must be a non-empty list"]),
+    ("train.finetune_lr=-0.1", ["[train]", "finetune_lr must be a positive number", "-0.1"]),
+    ("train.finetune_lr=fast", ["[train]", "finetune_lr must be a positive number", "'fast'"]),
     ("checkpoints=some", ["checkpoints must be one of all, primaries", "'some'"]),
     ('pairs=[["digits","digits"]]', ["transfers a task to itself"]),
 ])

@@ -25,7 +25,8 @@ def test_densenet_bc_100_is_cut_at_its_natural_units_or_at_every_bottleneck_laye
     fine = ARCHS["densenet-bc-100"](CIFAR, 10, bottleneck_layers=True)
     assert units.num_layers == 6  # stem, block, transition, block, transition, block
     assert fine.num_layers == 1 + 16 + 1 + 16 + 1 + 16
-    assert sum(isinstance(m, Grow) for m in fine.layers) == 48
+    grows = [sum(isinstance(m, Grow) for m in layer.modules()) for layer in fine.layers]
+    assert sum(grows) == 48 and max(grows) == 1  # one bottleneck layer per method layer
     # The same network, only cut finer: same parameters, in the same order, same function.
     for a, b in zip(units.parameters(), fine.parameters()):
         assert a.shape == b.shape and torch.equal(a, b)
@@ -40,12 +41,14 @@ def test_densenet6_has_six_layers_dense_blocks_at_2_4_6():
     assert net.num_layers == 6
     x = torch.randn(2, *CIFAR)
     shapes = [net.features(x, upto=k).shape[1:] for k in range(1, 7)]
-    assert shapes == [(24, 32, 32), (72, 32, 32), (72, 16, 16), (120, 16, 16), (120, 8, 8), (168, 8, 8)]
-    for i in (1, 3, 5):  # dense blocks: each convolution's output is appended to its input
+    # the last layer ends with the final batch norm, ReLU and global average pooling
+    assert shapes == [(24, 32, 32), (72, 32, 32), (72, 16, 16), (120, 16, 16), (120, 8, 8), (168,)]
+    for i in (1, 3):  # dense blocks: each convolution's output is appended to its input
         block = net.layers[i]
         assert [type(m) for m in block] == [Grow] * 4
         inp = net.features(x, upto=i)
         assert torch.equal(net.features(x, upto=i + 1)[:, : inp.shape[1]], inp)  # the input is kept
+    assert [type(m) for m in net.layers[5]] == [Grow] * 4 + [nn.BatchNorm2d, nn.ReLU, nn.AdaptiveAvgPool2d, nn.Flatten]
     for i in (0, 2, 4):  # plain convolution blocks (the stem; 1x1 conv and down-sampling)
         assert not any(isinstance(m, Grow) for m in net.layers[i].modules())
     assert net(x).shape == (2, 10)
@@ -61,7 +64,7 @@ def test_a_densenet_transfers_with_a_fresh_head_and_a_frozen_prefix():
     primary = ARCHS["densenet6"](CIFAR, 10, growth=4, convs=2, stem=8)
     secondary = transfer(primary, 100, frozen=3)
     assert secondary(torch.randn(2, *CIFAR)).shape == (2, 100)
-    assert isinstance(secondary.head[0], nn.BatchNorm2d)  # BN-ReLU-pool-linear, sized for the body
+    assert isinstance(secondary.head, nn.Linear) and secondary.head.in_features == 8 + 3 * 2 * 4
     assert all(not p.requires_grad for layer in secondary.layers[:3] for p in layer.parameters())
     assert all(p.requires_grad for layer in secondary.layers[3:] for p in layer.parameters())
     secondary.train()

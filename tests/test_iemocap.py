@@ -153,3 +153,17 @@ def test_comments_blank_and_annotator_lines_anywhere_are_skipped(tmp_path):
     (tmp_path / "Ses01F_impro01.txt").write_text(text)
     assert read_evaluation(tmp_path / "Ses01F_impro01.txt") == [("Ses01F_impro01_F000", "sad"),
                                                                ("Ses01F_impro01_M001", "fru")]
+
+
+def test_a_list_of_test_sessions_is_one_single_session_task_per_fold(tmp_path):
+    write_iemocap(tmp_path)
+    task = Iemocap(root=str(tmp_path), test_session=[1, 3], hop=2)
+    folds = task.folds()
+    assert [f.test_session for f in folds] == [1, 3] and [f.fold for f in folds] == [1, 3]
+    assert [f.validation_session() for f in folds] == [5, 2]  # the session before each test session
+    assert all(f.hop == 2 and f.identity() == {**task.identity(), "test_session": f.test_session} for f in folds)
+    assert task.fold is None and Iemocap(test_session=4).folds()[0].fold == 4
+    with pytest.raises(UserError, match="several folds"):
+        task.load()
+    with pytest.raises(UserError, match=r"val_session must differ from test_session \(3\)"):
+        make_task(Iemocap, {"test_session": [1, 3], "val_session": 3}, "test")

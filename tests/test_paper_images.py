@@ -6,6 +6,7 @@ import json
 import pytest
 
 from layerwise.cli import main
+from layerwise.config import load_config
 
 from image_files import write_all
 
@@ -14,8 +15,13 @@ TINY = [
     *[f"task_options.{t}.{k}" for t in ("cifar10", "cifar100", "svhn") for k in ("verify=false", "val_size=20")],
     # a tiny DenseNet of the same six-layer structure, one epoch
     "arch_options.densenet6.growth=2", "arch_options.densenet6.convs=1", "arch_options.densenet6.stem=4",
-    "train.epochs=1", "train.batch_size=32", "train.device=cpu",
+    "train.epochs=1", "train.batch_size=32", "train.device=cpu", "seeds=[0]",
 ]
+
+
+def test_paper_images_defaults_to_three_seeds_and_the_single_recipe():
+    cfg = load_config("paper-images")
+    assert cfg.seeds == [0, 1, 2] and cfg.train.finetune_lr is None
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import torch
 
 from layerwise import transfer
 from layerwise.nets import ARCHS
-from layerwise.similarity import layer_similarity, linear_cka
+from layerwise.similarity import layer_similarity, linear_cka, probe_sample
 from layerwise.train import TrainConfig, fit
 
 from test_transfer import Random, random_data
@@ -43,3 +43,25 @@ def test_frozen_layers_score_one_and_fine_tuned_layers_move_away():
     net.train()
     layer_similarity(primary, net, data.test.x)
     assert net.head.training and net.layers[2].training and not net.layers[0].training  # modes restored
+
+
+def test_the_probe_sample_is_seeded_distinct_and_sorted():
+    a = probe_sample(1000, 50, seed=3)
+    assert torch.equal(a, probe_sample(1000, 50, seed=3))
+    assert not torch.equal(a, probe_sample(1000, 50, seed=4))
+    assert len(set(a.tolist())) == 50 and torch.equal(a, a.sort().values)
+    assert torch.equal(probe_sample(30, 50, seed=0), torch.arange(30))  # a small split: all of it
+
+
+def test_the_probe_sample_spreads_evenly_over_groups_not_in_contiguous_runs():
+    # 12 utterances of very different lengths, stored contiguously as windows are.
+    sizes = [400, 3, 90, 250, 20, 7, 600, 45, 150, 10, 300, 125]
+    groups = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    picked = probe_sample(len(groups), 60, seed=0, groups=groups)
+    per_group = torch.bincount(groups[picked], minlength=len(sizes))
+    # The 3-window utterance gives all it has; the other 57 spread over 11 groups: 5 or 6 each.
+    assert per_group[1] == 3 and sorted(set(per_group.tolist()) - {3}) == [5, 6]
+    assert (picked.diff() == 1).sum() < 10  # random windows of each utterance, not a run of them
+    many = torch.arange(2000) // 2  # 1000 groups of 2, more groups than the sample
+    assert torch.bincount(many[probe_sample(2000, 100, seed=1, groups=many)]).max() == 1
+    assert torch.equal(picked, probe_sample(len(groups), 60, seed=0, groups=groups))

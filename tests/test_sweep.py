@@ -40,6 +40,33 @@ def test_job_keys_depend_on_what_determines_the_result_only(tiny_raw):
     assert not set(changed.values()) & set(base.values())
 
 
+def test_a_finetuning_learning_rate_changes_the_keys_of_transfers_only(tiny_raw):
+    base = {j.describe(): j.key for j in plan(config_from_dict(tiny_raw))}
+    tiny_raw["train"]["finetune_lr"] = 1e-4
+    tuned = plan(config_from_dict(tiny_raw))
+    for job in tuned:
+        assert (job.key == base[job.describe()]) == (job.kind == "scratch"), job.describe()
+
+
+def test_a_finetuning_learning_rate_reaches_the_optimizer_of_transfers_and_not_of_scratch_jobs(tiny_raw, tmp_path, monkeypatch):
+    import layerwise.train as train_module
+
+    tiny_raw["train"].update(epochs=1, lr=0.003, finetune_lr=0.0002)
+    lrs, real = [], train_module.make_optimizer
+
+    def recording(params, cfg):
+        optimizer = real(params, cfg)
+        lrs.append(optimizer.param_groups[0]["lr"])
+        return optimizer
+
+    monkeypatch.setattr(train_module, "make_optimizer", recording)
+    sweep = Sweep(config_from_dict(tiny_raw), tmp_path / "run", progress=False)
+    ran = sweep.run()
+    assert len(lrs) == len(ran) == len(sweep.jobs)
+    assert [(job.kind, lr) for job, lr in zip(ran, lrs)] == [
+        (job.kind, 0.003 if job.kind == "scratch" else 0.0002) for job in ran]
+
+
 def test_pairs_with_incompatible_shapes_are_skipped_unless_asked_for(tiny_raw):
     tiny_raw["task_options"]["digits"] = {"size": 8}
     jobs = plan(config_from_dict(tiny_raw))
@@ -63,6 +90,18 @@ def test_the_prefix_cache_matches_the_plain_computation_layer_by_layer(tiny):
         assert torch.equal(got.test.y, data.test.y)
 
 
+def test_under_amp_the_prefix_cache_keeps_and_counts_the_autocast_dtype(tiny):
+    tiny.train = dataclasses.replace(tiny.train, amp=True, device="cpu")
+    sweep = Sweep(tiny, "/nonexistent", progress=False)
+    net = sweep_module.build(tiny, "alexnet-small", tiny.task("digits"))
+    data = sweep.data("printed-digits", 0)
+    cache = PrefixCache(net, data, tiny.train)
+    got = cache.at(2)
+    assert got.train.x.dtype == torch.bfloat16  # what the suffix receives without the cache too
+    examples = len(data.train) + len(data.val) + len(data.test)
+    assert cache.bytes_at(2) == got.train.x[0].numel() * 2 * examples
+
+
 def test_a_prefix_too_large_for_the_memory_limit_is_not_cached(tiny):
     tiny.train = dataclasses.replace(tiny.train, cache_limit_gb=1e-6)
     sweep = Sweep(tiny, "/nonexistent", progress=False)
@@ -76,7 +115,17 @@ def run_all(cfg, out):
     return {j.describe(): sweep.store.record(j.key) for j in sweep.jobs}
 
 
-def test_cached_and_uncached_transfers_give_the_same_result(tiny, tmp_path):
+SMALL_DENSENET = {"growth": 4, "convs": 2, "stem": 8}
+
+
+@pytest.mark.parametrize("arch, amp", [("alexnet-small", False), ("densenet6", True)])
+def test_cached_and_uncached_transfers_give_the_same_result(tiny_raw, tmp_path, arch, amp):
+    # With amp the prefix runs in bfloat16 on the CPU; the cache must hand the suffix the same
+    # bfloat16 outputs the uncached run computes, not an upcast copy.
+    tiny_raw["archs"] = [arch]
+    tiny_raw["arch_options"]["densenet6"] = SMALL_DENSENET
+    tiny_raw["train"].update(amp=amp, device="cpu")
+    tiny = config_from_dict(tiny_raw)
     cached = run_all(tiny, tmp_path / "cached")
     tiny.train = dataclasses.replace(tiny.train, cache_prefix=False)
     plain = run_all(tiny, tmp_path / "plain")

@@ -3,6 +3,17 @@
 The whole method is slicing that list: the first `frozen` layers are held constant, the rest
 train. Keeping the body a plain `nn.ModuleList` means prefix and suffix are `layers[:k]` and
 `layers[k:]`, with no hooks and no name matching.
+
+Where a layer begins and ends (every family in `nets/` follows this rule): a cut at `l_c` must
+mean one thing, so freezing layer k changes nothing about how the layers after it train.
+- Regularisation that acts on a layer's input (dropout) starts the layer that consumes it, as in
+  torchvision's AlexNet (dropout, linear, ReLU). A frozen layer runs in evaluation mode, so a
+  dropout at the end of a frozen layer would silently switch off the regularisation of the next,
+  trainable layer.
+- Normalisation, activation and pooling finish the layer that produces them (a DenseNet's final
+  batch norm, ReLU and global average pooling belong to its last body layer).
+- The head is one linear layer with no dropout on its input, so `l_c = L_H` trains exactly the head
+  the baseline trains.
 """
 
 from __future__ import annotations

@@ -26,15 +26,18 @@ from tqdm.auto import tqdm
 from .config import Config
 from .errors import UserError
 from .net import LayeredNet, count_parameters
-from .similarity import layer_similarity
+from .similarity import layer_similarity, probe_sample
 from .nets import ARCHS
 from .store import Store
 from .tasks import Task, TaskData
 from .train import FitResult, TrainConfig, fit, resolve_device
 from .transfer import transfer
 
-KEY_VERSION = 1
-SIMILARITY_EXAMPLES = 500  # test examples on which a transfer's layers are compared with the primary's
+# Raised when registered architectures compute something else under the same name and options:
+# 2 moved dropout to the start of the layer that consumes it and DenseNets' final BN-ReLU-pool
+# into the body, so records and checkpoints made before are not reused (nor loaded into the new nets).
+KEY_VERSION = 2
+SIMILARITY_EXAMPLES = 500  # validation examples on which a transfer's layers are compared with the primary's
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,18 @@ class Job:
     source: Optional[str] = None
     frozen: Optional[int] = None
     primary: Optional[str] = None  # key of the primary's scratch job, for transfers
+    fold: Optional[int] = None  # the target task's fold (Task.fold), None for a task without folds
+    source_fold: Optional[int] = None  # the fold of the source task's primary, for transfers
 
     def describe(self) -> str:
+        target = named_fold(self.target, self.fold)
         if self.kind == "scratch":
-            return f"{self.arch} {self.target} seed {self.seed}"
-        return f"{self.arch} {self.source}->{self.target} l_c={self.frozen} seed {self.seed}"
+            return f"{self.arch} {target} seed {self.seed}"
+        return f"{self.arch} {named_fold(self.source, self.source_fold)}->{target} l_c={self.frozen} seed {self.seed}"
+
+
+def named_fold(task: str, fold: Optional[int]) -> str:
+    return task if fold is None else f"{task}[fold {fold}]"
 
 
 def digest(spec: dict) -> str:
@@ -88,22 +98,38 @@ def ordered_pairs(cfg: Config, tasks: Dict[str, Task]) -> List[Tuple[str, str]]:
             if a != b and tasks[a].input_shape == tasks[b].input_shape]
 
 
+def fold_pairs(sources: List[Task], targets: List[Task], where: str) -> List[Tuple[Task, Task]]:
+    """(primary's fold, secondary's fold) of the transfers between two tasks: each fold of one with
+    the other's single instance, or, when both have folds, fold k with fold k (the same held-out
+    part on both sides, as two tasks on one corpus need)."""
+    pairs = [(a, b) for a in sources for b in targets if a.fold is None or b.fold is None or a.fold == b.fold]
+    if not pairs:
+        raise UserError(f"{where}: the folds {[a.fold for a in sources]} and {[b.fold for b in targets]} "
+                        "have none in common; give both tasks the same folds")
+    return pairs
+
+
 def plan(cfg: Config) -> List[Job]:
     """Primaries first, then transfers grouped by (arch, seed, primary, secondary) with `l_c`
-    ascending, so a frozen-prefix cache can advance one layer at a time."""
+    ascending, so a frozen-prefix cache can advance one layer at a time. A task with several
+    folds counts as one task per fold wherever it appears (primary, baseline, transfers)."""
     tasks = {name: cfg.task(name) for name in cfg.tasks}
+    folds = {name: task.folds() for name, task in tasks.items()}
     train = dataclasses.asdict(cfg.train)
     for k in ("device", "channels_last", "cache_prefix", "cache_limit_gb", "eval_batch_size"):
         train.pop(k)  # how a job runs, not what it computes (mixed precision does change it)
+    finetune_lr = train.pop("finetune_lr")  # transfers only, and in their keys only when set
+    tuning = train if finetune_lr is None else {**train, "finetune_lr": finetune_lr}
     jobs, scratch = [], {}
     for arch in cfg.archs:
         for seed in cfg.seeds:
-            for name, task in tasks.items():
-                spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch_identity(cfg, arch, task),
-                        "task": task.identity(), "seed": seed, "train": train}
-                job = Job("scratch", arch, name, seed, digest(spec))
-                scratch[arch, seed, name] = job
-                jobs.append(job)
+            for name in tasks:
+                for task in folds[name]:
+                    spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch_identity(cfg, arch, task),
+                            "task": task.identity(), "seed": seed, "train": train}
+                    job = Job("scratch", arch, name, seed, digest(spec), fold=task.fold)
+                    scratch[arch, seed, name, task.fold] = job
+                    jobs.append(job)
     pairs = ordered_pairs(cfg, tasks)
     for arch in cfg.archs:
         depth = build(cfg, arch, tasks[cfg.tasks[0]]).num_layers
@@ -114,11 +140,13 @@ def plan(cfg: Config) -> List[Job]:
                             f"which has L_H = {depth}; valid l_c values: 0..{depth}")
         for seed in cfg.seeds:
             for source, target in pairs:
-                primary = scratch[arch, seed, source]
-                for frozen in values:
-                    spec = {"v": KEY_VERSION, "kind": "transfer", "primary": primary.key,
-                            "task": tasks[target].identity(), "frozen": frozen, "seed": seed, "train": train}
-                    jobs.append(Job("transfer", arch, target, seed, digest(spec), source, frozen, primary.key))
+                for origin, task in fold_pairs(folds[source], folds[target], f"{cfg.source}: pair [{source!r}, {target!r}]"):
+                    primary = scratch[arch, seed, source, origin.fold]
+                    for frozen in values:
+                        spec = {"v": KEY_VERSION, "kind": "transfer", "primary": primary.key,
+                                "task": task.identity(), "frozen": frozen, "seed": seed, "train": tuning}
+                        jobs.append(Job("transfer", arch, target, seed, digest(spec), source, frozen, primary.key,
+                                        task.fold, origin.fold))
     return jobs
 
 
@@ -127,7 +155,7 @@ def units(jobs: List[Job]) -> List[List[Job]]:
     secondary) together."""
     out: Dict[object, List[Job]] = {}
     for job in jobs:
-        out.setdefault(job.key if job.kind == "scratch" else (job.primary, job.target), []).append(job)
+        out.setdefault(job.key if job.kind == "scratch" else (job.primary, job.target, job.fold), []).append(job)
     return list(out.values())
 
 
@@ -135,7 +163,9 @@ class PrefixCache:
     """Outputs of a primary's first `l_c` layers on a secondary task's splits.
 
     Computed once per (primary, secondary, l_c) and advanced to l_c + 1 by one more layer. The
-    prefix runs in evaluation mode, exactly as the frozen layers of a transfer do while it trains.
+    prefix runs in evaluation mode, exactly as the frozen layers of a transfer do while it trains,
+    and under the same autocast; its outputs keep the dtype autocast gives them (bfloat16 or
+    float16 with `amp`), so the suffix receives exactly what it would receive without the cache.
     """
 
     def __init__(self, primary: LayeredNet, data: TaskData, cfg: TrainConfig):
@@ -143,11 +173,10 @@ class PrefixCache:
         self.level, self.data = 0, data
 
     def bytes_at(self, level: int) -> int:
-        one = self.raw.train.x[torch.arange(1, device=self.raw.train.y.device)]
-        with torch.no_grad():
-            numel = self.primary.features(one, upto=level)[0].numel()
+        """The memory the outputs of `level` layers take, in the dtype they are kept in."""
+        one = self._advance(self.raw.train.x, 0, level, 1)
         total = len(self.raw.train) + len(self.raw.val) + len(self.raw.test)
-        return numel * total * 4
+        return one[0].numel() * one.element_size() * total
 
     @torch.no_grad()
     def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
@@ -156,7 +185,7 @@ class PrefixCache:
         with torch.autocast(device.type, enabled=self.cfg.amp):  # as the prefix runs in training
             parts = [self.primary.features(x[torch.arange(i, min(i + step, n), device=device)], upto=stop, start=start)
                      for i in range(0, n, step)]
-        return torch.cat(parts).float()
+        return torch.cat(parts)
 
     def at(self, level: int) -> Optional[TaskData]:
         """The splits as seen after `level` layers, or None when that would not fit in memory."""
@@ -182,24 +211,29 @@ class Sweep:
         self.store = Store(out)
         self.jobs = plan(cfg)
         self.device = resolve_device(cfg.train.device)
-        self._data: Dict[Tuple[str, int], TaskData] = {}
+        self._data: Dict[Tuple[str, Optional[int], int], TaskData] = {}
         self._primary: Optional[Tuple[str, LayeredNet]] = None
-        self._cache: Optional[Tuple[Tuple[str, str], PrefixCache]] = None
+        self._cache: Optional[Tuple[tuple, PrefixCache]] = None
 
     def pending(self) -> List[Job]:
         return [job for job in self.jobs if not self.store.has(job.key)]
 
-    def data(self, name: str, seed: int) -> TaskData:
+    def task(self, name: str, fold: Optional[int] = None) -> Task:
+        """The task instance of one fold (the task itself when it has no folds)."""
+        return next(task for task in self.cfg.task(name).folds() if task.fold == fold)
+
+    def data(self, name: str, seed: int, fold: Optional[int] = None) -> TaskData:
         """A task's splits on the device. A task may hold out its validation split by seed, so
-        data is kept per seed, and only for the seed at hand (jobs come seed by seed)."""
-        if (name, seed) not in self._data:
-            self._data = {k: v for k, v in self._data.items() if k[1] == seed}
-            self._data[name, seed] = self.cfg.task(name).load(seed).to(self.device)
-        return self._data[name, seed]
+        data is kept per seed, and only for the seed at hand (jobs come seed by seed) and one fold
+        of each task (the jobs of one fold come together)."""
+        if (name, fold, seed) not in self._data:
+            self._data = {k: v for k, v in self._data.items() if k[2] == seed and k[0] != name}
+            self._data[name, fold, seed] = self.task(name, fold).load(seed).to(self.device)
+        return self._data[name, fold, seed]
 
     def primary(self, job: Job) -> LayeredNet:
         if self._primary is None or self._primary[0] != job.primary:
-            net = build(self.cfg, job.arch, self.cfg.task(job.source))
+            net = build(self.cfg, job.arch, self.task(job.source, job.source_fold))
             self.store.load_checkpoint(job.primary, net)
             self._primary = (job.primary, net.to(self.device).eval())
         return self._primary[1]
@@ -207,8 +241,8 @@ class Sweep:
     def check_data(self, jobs: List[Job]) -> None:
         """Fail before any training when a task's data is missing: loading it raises the task's
         own message (what is expected, where, how to get it), or fetches it where allowed."""
-        for name in dict.fromkeys(job.target for job in jobs):
-            task = self.cfg.task(name)
+        for name, fold in dict.fromkeys((job.target, job.fold) for job in jobs):
+            task = self.task(name, fold)
             if not task.available():
                 task.load(0)
 
@@ -267,9 +301,9 @@ class Sweep:
             bar.update(len(new))
 
     def run_job(self, job: Job, on_epoch=None) -> dict:
-        task = self.cfg.task(job.target)
-        data = self.data(job.target, job.seed)
-        start, cached = 0, None
+        task = self.task(job.target, job.fold)
+        data = self.data(job.target, job.seed, job.fold)
+        start, cached, train = 0, None, self.cfg.train
         if job.kind == "scratch":
             torch.manual_seed(job.seed)  # the initial weights
             net = build(self.cfg, job.arch, task).to(self.device)
@@ -277,21 +311,24 @@ class Sweep:
             primary = self.primary(job)
             torch.manual_seed(job.seed)  # the new head: the same for every l_c of a seed
             net = transfer(primary, task.num_classes, job.frozen)
+            if train.finetune_lr is not None:
+                train = dataclasses.replace(train, lr=train.finetune_lr)
             if self.cfg.train.cache_prefix and task.deterministic and job.frozen > 0:
                 cached = self.prefix(job, primary, data).at(job.frozen)
                 start = job.frozen if cached is not None else 0
-        result = fit(net, task, data if cached is None else cached, self.cfg.train, job.seed, start=start, on_epoch=on_epoch)
+        result = fit(net, task, data if cached is None else cached, train, job.seed, start=start, on_epoch=on_epoch)
         if job.kind == "scratch" or self.cfg.checkpoints == "all":
             self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
         record = self.record(job, task, net, result, cached_prefix=cached is not None)
         if job.kind == "transfer":
-            probe = data.test.x[torch.arange(min(len(data.test), SIMILARITY_EXAMPLES), device=self.device)]
+            sample = probe_sample(len(data.val), SIMILARITY_EXAMPLES, job.seed, data.val.groups)
+            probe = data.val.x[sample.to(self.device)]
             record["similarity"] = layer_similarity(primary, net, probe)
         self.store.write_record(record)
         return record
 
     def prefix(self, job: Job, primary: LayeredNet, data: TaskData) -> PrefixCache:
-        ident = (job.primary, job.target)
+        ident = (job.primary, job.target, job.fold)
         if self._cache is None or self._cache[0] != ident:
             self._cache = (ident, PrefixCache(primary, data, self.cfg.train))
         return self._cache[1]

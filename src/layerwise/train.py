@@ -29,6 +29,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     optimizer: str = "adam"  # "adam" | "sgd"
     lr: float = 1e-3
+    finetune_lr: Optional[float] = None  # transfers' learning rate; unset: `lr`, the paper's single recipe
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     weight_decay: float = 0.0
@@ -49,6 +50,9 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"train.{key} must be at least 1; got {getattr(self, key)!r}")
+        tuning = self.finetune_lr
+        if tuning is not None and (isinstance(tuning, bool) or not isinstance(tuning, (int, float)) or tuning <= 0):
+            raise UserError(f"train.finetune_lr must be a positive number (or left out to use lr); got {tuning!r}")
 
 
 def resolve_device(name: str) -> torch.device:

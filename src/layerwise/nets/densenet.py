@@ -5,9 +5,10 @@ input and passed on, so the block's output holds every feature map made in it. H
 module, `Grow`, that returns `cat([x, f(x)])`: a dense block is then a plain `nn.Sequential` of
 them, and cutting a block into one method layer per convolution is only flattening the list.
 
-All convolutions are pre-activation (batch norm, ReLU, convolution), as in DenseNet; the head
-(`bn_relu_pool_linear`) is the last batch norm and ReLU, global average pooling and a linear
-layer, and is told the number of channels it receives.
+All convolutions are pre-activation (batch norm, ReLU, convolution), as in DenseNet. The final
+batch norm, ReLU and global average pooling finish the last body layer, and the head is one
+linear layer told the number of features it receives, as in every family (the cut rule in
+`net.py`).
 
 - `densenet6`: the network of the paper's image experiment, six blocks, each one method layer
   (L_H = 6): 1 a stem convolution, 2 a dense block, 3 a transition (1x1 convolution and 2x2
@@ -67,10 +68,20 @@ def transition(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(*bn_relu_conv(cin, cout, 1), nn.AvgPool2d(2))
 
 
-def bn_relu_pool_linear(channels: int, num_outputs: int) -> nn.Module:
-    head = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(channels, num_outputs))
-    nn.init.zeros_(head[-1].bias)
+def bn_relu_pool(channels: int) -> list:
+    """What ends a DenseNet's features: batch norm, ReLU, global average pooling, flattening."""
+    return [nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+
+
+def finish(layer: nn.Module, channels: int) -> nn.Sequential:
+    """The last body layer with `bn_relu_pool` appended, so the head is a linear layer alone."""
+    parts = list(layer) if isinstance(layer, nn.Sequential) else [layer]
+    return nn.Sequential(*parts, *bn_relu_pool(channels))
+
+
+def linear_head(features: int, num_outputs: int) -> nn.Linear:
+    head = nn.Linear(features, num_outputs)
+    nn.init.zeros_(head.bias)
     return head
 
 
@@ -100,7 +111,8 @@ def densenet(input_shape, num_outputs: int, blocks, growth: int, stem: int, bott
         block = dense_block(c, convs, growth, bottleneck)
         layers += block if split_blocks else [nn.Sequential(*block)]
         c = block[-1].out_channels
-    make_head = partial(bn_relu_pool_linear, c)
+    layers[-1] = finish(layers[-1], c)
+    make_head = partial(linear_head, c)
     return LayeredNet([init_weights(layer) for layer in layers], make_head(num_outputs), make_head)
 
 

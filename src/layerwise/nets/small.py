@@ -4,7 +4,7 @@ They differ in structure on purpose, so the suite can ask whether tasks or archi
 transferability more: an AlexNet-like net (large first kernel, few convolutions, pooling, then
 fully connected layers) and a VGG-like net (stacks of 3x3 convolutions). Each body layer is one
 unit for the method: a convolution with its normalisation, activation and pooling, or a fully
-connected layer with its activation and dropout.
+connected layer with the dropout on its input and its activation (the cut rule in `net.py`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ def conv(cin: int, cout: int, kernel: int, pool: bool = False) -> nn.Sequential:
 
 
 def dense(fin: int, fout: int, dropout: float = 0.0, flatten: bool = False) -> nn.Sequential:
-    """Fully connected layer with ReLU (and dropout): one layer for the method."""
+    """(Dropout on the input,) fully connected layer, ReLU: one layer for the method. The dropout
+    starts the layer, so it trains exactly when this layer does (see `net.py`)."""
     parts = [nn.Flatten()] if flatten else []
-    parts += [nn.Linear(fin, fout), nn.ReLU(inplace=True)]
     if dropout:
         parts.append(nn.Dropout(dropout))
+    parts += [nn.Linear(fin, fout), nn.ReLU(inplace=True)]
     return nn.Sequential(*parts)
 
 

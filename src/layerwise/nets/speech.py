@@ -2,8 +2,8 @@
 
 The paper compares an AlexNet-like and a VGG-like network on TIMIT and IEMOCAP, but its exact
 layer tables are not available to us: the sizes below are our choice, scaled to a 40 x 21 input,
-and each convolution (with its batch norm, ReLU and pooling) or fully connected layer (with its
-ReLU and dropout) is one body layer for the method.
+and each convolution (with its batch norm, ReLU and pooling) or fully connected layer (with the
+dropout on its input, and its ReLU) is one body layer for the method (the cut rule in `net.py`).
 
 - `model-a` (AlexNet-like, L_H = 6): few convolutions with large kernels and pooling, then two
   wide fully connected layers: conv 7x7 + pool, conv 5x5 + pool, conv 3x3, conv 3x3 + pool,

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,16 @@ class Task:
 
     def load(self, seed: int = 0) -> TaskData:
         raise NotImplementedError
+
+    def folds(self) -> List["Task"]:
+        """The single-fold tasks this one stands for, each trained and scored on its own (a sweep
+        runs every job of the task once per fold). Most tasks are one fold: themselves."""
+        return [self]
+
+    @property
+    def fold(self) -> Optional[int]:
+        """Which fold this instance is (recorded with each job), or None for a task without folds."""
+        return None
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random augmentation of one training batch (on whatever device it lives)."""

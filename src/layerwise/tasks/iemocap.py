@@ -11,7 +11,9 @@ Four classes, as is usual: neutral, happy (merged with excited), sad, angry; utt
 other label (frustration, surprise, fear, disgust, other, no agreement `xxx`) are dropped.
 Folds are speaker independent: each session has its own two speakers, so one session is the test
 set (`test_session`), another the validation set (`val_session`; by default the session before
-the test session, cyclically), and the other three train.
+the test session, cyclically), and the other three train. `test_session` may also list several
+sessions (`[1, 2, 3, 4, 5]`: every leave-one-session-out fold); a sweep then runs every job of
+the task once per fold (`folds()`), and records each job's fold.
 
 `dialogs` keeps all dialogs (the default), or only the `improvised` or the `scripted` ones (the
 utterance names say which: `Ses01F_impro01_F000`, `Ses01F_script01_1_F000`).
@@ -25,10 +27,11 @@ of utterances right) and unweighted accuracy `ua` (100 - ue).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -152,29 +155,48 @@ class Iemocap(SpeechTask):
     description = "IEMOCAP emotion recognition: 4 classes, leave one session out (UE); licensed, read from `root`"
     metric = "ue"
     num_classes = len(CLASSES)
-    test_session: int = 5
+    test_session: Union[int, List[int]] = 5  # or a list of sessions: one fold each
     val_session: Optional[int] = None  # default: the session before test_session (5 before 1)
     hop: int = 1  # a window every `hop` frames
     dialogs: str = "all"  # "all", "improvised" or "scripted"
 
     def __post_init__(self):
         super().__post_init__()
-        if self.test_session not in range(1, 6) or self.validation_session() not in range(1, 6):
-            raise ValueError(f"test_session and val_session must be in 1..5; got {self.test_session}, {self.val_session}")
-        if self.validation_session() == self.test_session:
-            raise ValueError(f"val_session must differ from test_session ({self.test_session})")
+        sessions = self.test_session if isinstance(self.test_session, list) else [self.test_session]
+        if not sessions or len(set(sessions)) < len(sessions) or \
+                not all(isinstance(s, int) and not isinstance(s, bool) for s in sessions):
+            raise ValueError(f"test_session must be a session (1..5) or a list of distinct sessions; got {self.test_session!r}")
+        for test in sessions:
+            val = self.validation_session(test)
+            if test not in range(1, 6) or val not in range(1, 6):
+                raise ValueError(f"test_session and val_session must be in 1..5; got {self.test_session}, {self.val_session}")
+            if val == test:
+                raise ValueError(f"val_session must differ from test_session ({test})")
         if self.dialogs not in DIALOGS:
             raise ValueError(f"dialogs must be one of {', '.join(DIALOGS)}; got {self.dialogs!r}")
         if self.hop < 1:
             raise ValueError(f"hop must be at least 1; got {self.hop}")
 
-    def validation_session(self) -> int:
-        return self.val_session if self.val_session is not None else (self.test_session - 2) % 5 + 1
+    def validation_session(self, test: Optional[int] = None) -> int:
+        """The validation session of the fold whose test session is `test` (this one's by default)."""
+        test = self.test_session if test is None else test
+        return self.val_session if self.val_session is not None else (test - 2) % 5 + 1
+
+    def folds(self) -> List["Iemocap"]:
+        if not isinstance(self.test_session, list):
+            return [self]
+        return [dataclasses.replace(self, test_session=s) for s in self.test_session]
+
+    @property
+    def fold(self) -> Optional[int]:
+        return None if isinstance(self.test_session, list) else self.test_session
 
     def check_corpus(self) -> None:
         session_dirs(self.corpus_root())
 
     def load(self, seed: int = 0) -> TaskData:
+        if isinstance(self.test_session, list):
+            raise UserError(f"test_session = {self.test_session} names several folds; load each of folds() instead")
         utterances = scan(self.corpus_root(), self.dialogs)
         matrix, offsets, _ = self.features([u.audio for u in utterances])
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
