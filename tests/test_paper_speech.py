@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from layerwise import observations
 from layerwise.audio import read_audio
 from layerwise.cli import main
 from layerwise.config import load_config
@@ -100,6 +101,12 @@ def test_records_and_results_carry_the_fold_of_target_and_source(tmp_path, monke
         ("", "timit", "", ""), ("", "iemocap", "4", ""), ("", "iemocap", "5", ""),
         ("timit", "iemocap", "4", ""), ("timit", "iemocap", "5", ""),
         ("iemocap", "timit", "", "4"), ("iemocap", "timit", "", "5")}
+    # The analysis compares each fold with its own fold's baseline, then averages over folds.
+    ue = {(r["kind"], r["fold"], r["frozen"]): r["test"]["ue"] for r in records if r["target"] == "iemocap"}
+    gains = [ue["scratch", k, None] - ue["transfer", k, 6] for k in (4, 5)]
+    (point,) = [p for p in observations(out / "results.csv")["curves"]
+                if (p["source"], p["target"], p["frozen"]) == ("timit", "iemocap", 6)]
+    assert point["gain"]["mean"] == pytest.approx(sum(gains) / 2, abs=1e-3) and point["seeds"] == 1
 
 
 def test_paper_speech_runs_through_the_command_line(tmp_path, monkeypatch, capsys):
