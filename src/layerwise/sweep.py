@@ -65,8 +65,9 @@ def build(cfg: Config, arch: str, task: Task) -> LayeredNet:
     try:
         return builder(task.input_shape, task.num_classes, **options)
     except (TypeError, ValueError, RuntimeError) as err:  # options it cannot take, or a shape it cannot build on
+        given = f" with options {options}" if options else ""
         raise UserError(f"{cfg.source} [arch_options.{arch}]: {arch} does not build for task {task.name!r} "
-                        f"(input shape {task.input_shape}) with options {options}: {err}") from None
+                        f"(input shape {task.input_shape}){given}: {err}") from None
 
 
 def arch_identity(cfg: Config, arch: str, task: Task) -> dict:
