@@ -304,8 +304,10 @@ class Store:
 
     @staticmethod
     def _stale(path: Path) -> bool:
-        """A claim is stale when it was made on this host by a process that no longer runs. A
-        claim from another host is trusted: delete DIR/claims/ by hand after a machine crashed."""
+        """A claim is stale when it was made on this host by a process that no longer runs, or
+        when it is still unreadable (empty, cut short) after CLAIM_GRACE seconds: its owner died
+        between creating and writing it. A claim from another host is trusted: delete DIR/claims/
+        by hand after a machine crashed."""
         try:
             owner = json.loads(path.read_text())
             if not isinstance(owner, dict):
