@@ -171,8 +171,8 @@ class Store:
         return aside
 
     def _write_if_changed(self, path: Path, text: str) -> None:
-        """Leave a file that already says `text` alone: a finished run in a read-only folder
-        can still be resumed (to nothing) and reported."""
+        """Leave a file that already says `text` alone, so resuming a finished run writes
+        nothing (it works on a read-only copy) and other workers never see the file change."""
         try:
             if path.read_text() == text:
                 return
