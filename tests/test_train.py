@@ -71,3 +71,19 @@ def test_a_real_task_learns():
     net = ARCHS["alexnet-small"](task.input_shape, task.num_classes)
     result = fit(net, task, task.load(), TrainConfig(epochs=2), seed=0)
     assert result.test["accuracy"] > 80  # chance is 10
+
+
+def test_a_diverged_loss_stops_training_with_the_reason_and_the_epochs_it_ran():
+    from layerwise.train import TrainingFailed
+
+    torch.manual_seed(0)
+    with pytest.raises(TrainingFailed, match=r"diverged \(nan\) in epoch 1.*train\.lr") as failed:
+        fit(small_net(), Random(), random_data(), TrainConfig(epochs=3, lr=1e30, optimizer="sgd"), seed=0)
+    assert [h["epoch"] for h in failed.value.history] == [1]  # stopped at the first epoch's check
+
+
+def test_a_batch_of_one_is_refused_by_name():
+    from layerwise import UserError
+
+    with pytest.raises(UserError, match=r"train\.batch_size must be at least 2.*got 1"):
+        TrainConfig(batch_size=1)

@@ -7,6 +7,7 @@ keeps every finished job and resumes when the same command runs again.
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -15,18 +16,23 @@ from typing import List, Optional
 from .errors import UserError
 
 
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool) -> int:
+def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, mode: str = "resume",
+            retry_failed: bool = False) -> int:
     from .config import load_config
     from .report import report
     from .sweep import Sweep
 
     cfg = load_config(config, overrides)
     out_dir = Path(out or Path("runs") / cfg.name)
-    sweep = Sweep(cfg, out_dir, progress=not quiet)
+    sweep = Sweep(cfg, out_dir, progress=not quiet, mode=mode, retry_failed=retry_failed)
+    sweep.check_directory()
     todo = sweep.pending()
     print(f"{cfg.name}: {len(sweep.jobs)} jobs, {len(sweep.jobs) - len(todo)} already finished in {out_dir}, "
           f"{len(todo)} to run on {sweep.device}", file=sys.stderr)
@@ -36,7 +42,10 @@ def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool) 
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished jobs are kept in {out_dir}; run the same command again to resume", file=sys.stderr)
         return 130
-    print(f"{cfg.name}: ran {len(ran)} jobs in this process", file=sys.stderr)
+    failed = sweep.failed()
+    print(f"{cfg.name}: ran {len(ran)} jobs in this process" + (
+        f"; {len(failed)} of the sweep's jobs failed (the reason is in each record in {out_dir / 'jobs'}); "
+        "to try them again, run the same command with --retry-failed" if failed else ""), file=sys.stderr)
     print(f"report: {report(out_dir)}")
     return 0
 
@@ -83,18 +92,29 @@ def cmd_fetch(name: str, root: Optional[str]) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="layerwise", description="Measure how transferable each layer of a network "
                                 "is between tasks (gradual transfer learning).")
+    p.add_argument("--version", action="version", version=f"layerwise {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the embedded offline experiment end to end and write its report")
     demo.add_argument("--out", help="run directory (default: runs/demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     run = sub.add_parser("run", help="run an experiment config (a TOML file or a bundled experiment's name)")
-    run.add_argument("config")
+    run.add_argument("config", help="a TOML file, or the name of a bundled experiment (demo, paper-images, paper-speech)")
     run.add_argument("--out", help="run directory (default: runs/NAME); running again resumes")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set train.epochs=2 --set seeds=[0,1,2]")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    existing = run.add_mutually_exclusive_group()
+    existing.add_argument("--extend", action="store_const", dest="mode", const="extend", default="resume",
+                          help="when --out holds another experiment: keep it and add this config's jobs to it")
+    existing.add_argument("--replace", action="store_const", dest="mode", const="replace",
+                          help="when --out holds another experiment: move its config, plan and report to "
+                          "OUT/replaced/ and run this one (finished jobs are kept and reused)")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="run again the jobs recorded as failed (a diverged training), instead of keeping them")
     rep = sub.add_parser("report", help="rebuild the figures and report.html of a run directory")
     rep.add_argument("dir")
     sub.add_parser("list", help="tasks and architectures")
@@ -110,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "demo":
             return cmd_run("demo", args.out, [], args.quiet)
         if args.command == "run":
-            return cmd_run(args.config, args.out, args.overrides, args.quiet)
+            return cmd_run(args.config, args.out, args.overrides, args.quiet, args.mode, args.retry_failed)
         if args.command == "report":
             return cmd_report(args.dir)
         if args.command == "fetch":
@@ -118,6 +138,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_list()
     except UserError as err:
         print(f"layerwise: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk or a read-only folder met outside the run directory's own files
+        if err.errno not in STORAGE_ERRORS:
+            raise
+        print(f"layerwise: error: cannot write {err.filename or 'a file'}: {err.strerror}; every finished job is "
+              "kept: make room (or make the folder writable) and run the same command again", file=sys.stderr)
         return 2
 
 

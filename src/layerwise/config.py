@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import UserError, unknown
 from .nets import ARCHS
+from .options import check_call_options, check_dataclass_options
 from .tasks import TASKS, Task, make_task
 from .train import TrainConfig
 
@@ -102,30 +103,11 @@ def apply_overrides(raw: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]
     return raw
 
 
-def _check_type(value, expected, key: str, where: str):
-    kinds = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        raise UserError(f"{where}: {key} must be {kinds.get(expected, expected.__name__)}; got {value!r}")
-
-
 def _dataclass_from(cls, table: Any, where: str):
     """Build a small settings dataclass from a TOML table, rejecting unknown keys and wrong types."""
     if not isinstance(table, dict):
         raise UserError(f"{where} must be a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    defaults = cls()
-    for key, value in table.items():
-        if key not in fields:
-            raise unknown("key", key, fields, where)
-        default = getattr(defaults, key)
-        if isinstance(default, list):
-            if not isinstance(value, list):
-                raise UserError(f"{where}: {key} must be a list; got {value!r}")
-        elif default is not None:
-            _check_type(value, type(default), key, where)
+    check_dataclass_options(cls, table, "key", where)
     try:
         return cls(**table)
     except UserError as err:
@@ -193,6 +175,16 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
             if not isinstance(options, dict):
                 raise UserError(f"{where} [{key}.{name}] must be a table")
         setattr(cfg, key, table)
-    for name in cfg.tasks:
-        cfg.task(name)  # checks the task's options now rather than halfway through a sweep
+    check_options(cfg)
     return cfg
+
+
+def check_options(cfg: Config) -> None:
+    """Build every task's options and check every architecture's against its builder now, with
+    no data loaded, rather than halfway through a sweep."""
+    for name in dict.fromkeys([*cfg.tasks, *cfg.task_options]):
+        cfg.task(name)
+    for name in dict.fromkeys([*cfg.archs, *cfg.arch_options]):
+        if name not in cfg.custom_archs:
+            check_call_options(ARCHS[name], cfg.arch_options.get(name, {}), 2,
+                               f"option for architecture {name!r}:", f"{cfg.source} [arch_options.{name}]")

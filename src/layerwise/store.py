@@ -1,28 +1,34 @@
 """The run directory: the resolved config, one record per finished job, checkpoints, results.csv.
 
     DIR/config.json            the resolved config of the last run in DIR
-    DIR/jobs/KEY.json          one record per finished job, written atomically
+    DIR/plan.json              the keys of the jobs the experiment plans
+    DIR/jobs/KEY.json          one record per finished job ("status": "ok" or "failed"), written atomically
     DIR/checkpoints/KEY.safetensors
-    DIR/results.csv            one row per (job, split, metric)
+    DIR/results.csv            one row per (successful job, split, metric)
+    DIR/damaged/               records and checkpoints that could not be read, set aside
+    DIR/replaced/TIME/         the config, plan and report of an experiment replaced by another
 
-A record's existence is what "finished" means, so a sweep stopped at any point and started again
-skips what is recorded and loses nothing.
+A readable record's existence is what "finished" means, so a sweep stopped at any point and
+started again skips what is recorded and loses nothing. A damaged file is never trusted and never
+deleted: it is named, moved to DIR/damaged/, and its job runs again.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from .errors import UserError, warn
 
 # results.csv: one row per (job, split, metric). `main` marks the task's own metric (the one that
 # selects the epoch and draws the curves); `num_layers` is L_H; `fold` and `source_fold` are the
@@ -55,10 +61,63 @@ def result_rows(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return rows
 
 
-def write_atomic(path: Path, text: str) -> None:
+RECORD_FIELDS = ("key", "kind", "val", "test")  # what every readable record has
+CLAIM_GRACE = 30.0  # seconds a claim file may stay unreadable because its owner is still writing it
+EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html")  # what --replace sets aside
+
+
+def plain(value: Any) -> Any:
+    """`value` with every non-finite float made None: JSON has no NaN or Infinity, and a file
+    holding them is not JSON that other tools read."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def to_json(value: Any, **kwargs) -> str:
+    return json.dumps(plain(value), allow_nan=False, **kwargs) + "\n"
+
+
+@contextmanager
+def writing(path: Path):
+    """Write `path` through a temporary file that replaces it only when complete. A failed write
+    (a read-only folder, a full disk) leaves the old file as it was, removes the partial one and
+    becomes a UserError naming the path; yields the temporary path."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        raise UserError(f"cannot write {err.filename or path}: {err.strerror or err}; every finished job is kept: "
+                        "make room (or make the folder writable) and run the same command again") from None
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def write_atomic(path: Path, text: str) -> None:
+    with writing(path) as tmp:
+        tmp.write_text(text)
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint that is missing or cannot be read; the job that made it must train again."""
+
+    def __init__(self, key: str, path: Path, why: str):
+        super().__init__(f"checkpoint {path} {why}")
+        self.key, self.path, self.why = key, path, why
 
 
 class Store:
@@ -67,6 +126,8 @@ class Store:
         self.jobs = self.root / "jobs"
         self.checkpoints = self.root / "checkpoints"
         self.claims = self.root / "claims"
+        self.damaged = self.root / "damaged"
+        self._readable: set = set()  # keys whose record has been read and found whole
 
     def create(self) -> "Store":
         try:
@@ -76,58 +137,189 @@ class Store:
             raise UserError(f"cannot create the run directory {self.root}: {err.strerror}") from None
         return self
 
+    # the experiment ---------------------------------------------------------------------
+    def is_run(self) -> bool:
+        return (self.root / "config.json").exists()
+
+    def check_empty(self) -> None:
+        """Refuse a folder that is neither a run directory nor empty: a run must not overwrite
+        files that are not its own (a results.csv of something else)."""
+        if not self.root.exists() or self.is_run():
+            return
+        if not self.root.is_dir():
+            raise UserError(f"{self.root} is a file, not a folder; choose a new --out")
+        own = {"jobs", "checkpoints", "claims"}  # made by a run stopped before its config was written
+        other = sorted(p.name for p in self.root.iterdir() if not (p.name in own and p.is_dir() and not any(p.iterdir())))
+        if other:
+            raise UserError(f"{self.root} is not empty and is not a layerwise run directory (it has no config.json but "
+                            f"holds {', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); choose a new --out, "
+                            "or an empty folder")
+
+    def check_experiment(self, keys: List[str], mode: str = "resume") -> None:
+        """A run directory holds one experiment: resuming it with a config that plans other jobs
+        would silently replace its config, plan and report. `mode` "extend" or "replace" says
+        what to do instead."""
+        self.check_empty()
+        if mode != "resume" or not self.is_run():
+            return
+        old = self.read_plan() if (self.root / "plan.json").exists() else []
+        if set(old) != set(keys):
+            shared = len(set(old) & set(keys))
+            raise UserError(f"{self.root} holds a different experiment ({len(old)} planned jobs; this config plans "
+                            f"{len(keys)}, {shared} of them the same). Run this config with a new --out; or add "
+                            "--extend to add its jobs to that experiment (the report then covers both), or --replace "
+                            f"to make it that directory's experiment (its config, plan and report go to "
+                            f"{self.root / 'replaced'}; finished jobs are kept)")
+
+    def start(self, config: Dict[str, Any], keys: List[str], mode: str = "resume") -> List[str]:
+        """Write the config and plan of the experiment about to run; return the plan. "extend"
+        keeps the planned jobs and adds `keys` (and the new tasks, architectures and seeds to
+        the config, so the report names them); "replace" sets the old files aside first."""
+        self.create()
+        if mode == "replace" and self.is_run():
+            self.set_experiment_aside()
+        if mode == "extend" and self.is_run():
+            old_config, old_plan = self.read_config(), self.read_plan() if (self.root / "plan.json").exists() else []
+            keys = list(dict.fromkeys([*old_plan, *keys]))
+            config = {**config, **{k: list(dict.fromkeys([*old_config.get(k, []), *config[k]]))
+                                   for k in ("tasks", "archs", "seeds") if k in config}}
+        self._write_if_changed(self.root / "config.json", to_json(config, indent=2))
+        self._write_if_changed(self.root / "plan.json", to_json(keys))
+        return keys
+
+    def set_experiment_aside(self) -> Path:
+        """Move the experiment's own files (config, plan, report) into DIR/replaced/TIME/."""
+        aside = self.root / "replaced" / time.strftime("%Y%m%d-%H%M%S")
+        try:
+            aside.mkdir(parents=True, exist_ok=True)
+            for name in EXPERIMENT_FILES:
+                if (self.root / name).exists():
+                    os.replace(self.root / name, aside / name)
+        except OSError as err:
+            raise UserError(f"cannot move the old experiment into {aside}: {err.strerror}") from None
+        warn(f"the experiment that was in {self.root} (its config, plan and report) is now in {aside}")
+        return aside
+
+    def _write_if_changed(self, path: Path, text: str) -> None:
+        """Leave a file that already says `text` alone, so resuming a finished run writes
+        nothing (it works on a read-only copy) and other workers never see the file change."""
+        try:
+            if path.read_text() == text:
+                return
+        except (OSError, ValueError):
+            pass
+        write_atomic(path, text)
+
     # config -----------------------------------------------------------------------------
     def write_config(self, config: Dict[str, Any]) -> None:
-        write_atomic(self.root / "config.json", json.dumps(config, indent=2) + "\n")
+        write_atomic(self.root / "config.json", to_json(config, indent=2))
 
     def read_config(self) -> Dict[str, Any]:
         path = self.root / "config.json"
         if not path.exists():
             raise UserError(f"{self.root} is not a layerwise run directory: {path} is missing")
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} is not valid JSON: {err}") from None
+        config = self._read_json(path)
+        if not isinstance(config, dict):
+            raise UserError(f"{path} is damaged: expected a JSON object (the run's config); rerun with --replace")
+        return config
 
     def write_plan(self, keys: List[str]) -> None:
         """The keys of the jobs the last run planned: what its report is made of."""
-        write_atomic(self.root / "plan.json", json.dumps(keys) + "\n")
+        write_atomic(self.root / "plan.json", to_json(keys))
 
     def read_plan(self) -> List[str]:
         path = self.root / "plan.json"
         if not path.exists():
             raise UserError(f"{self.root} is not a layerwise run directory: {path} is missing")
-        return json.loads(path.read_text())
+        keys = self._read_json(path)
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise UserError(f"{path} is damaged: expected a JSON list of job keys; rerun the experiment with --replace")
+        return keys
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_bytes())
+        except ValueError as err:  # JSONDecodeError, or bytes that are not text at all
+            raise UserError(f"{path} is damaged: not valid JSON ({err})") from None
+        except OSError as err:
+            raise UserError(f"cannot read {path}: {err.strerror}") from None
 
     # records ----------------------------------------------------------------------------
+    # A record that cannot be read whole is damaged: it is named once, moved to DIR/damaged/
+    # (never deleted) and its job is not finished, so the next run does it again.
     def has(self, key: str) -> bool:
-        return (self.jobs / f"{key}.json").exists()
+        return (self.jobs / f"{key}.json").exists() and (key in self._readable or self.record(key) is not None)
 
     def finished_keys(self) -> set:
-        return {p.stem for p in self.jobs.glob("*.json")}
+        return {p.stem for p in self.jobs.glob("*.json") if self.has(p.stem)}
 
     def write_record(self, record: Dict[str, Any]) -> None:
-        write_atomic(self.jobs / f"{record['key']}.json", json.dumps(record, indent=1) + "\n")
+        write_atomic(self.jobs / f"{record['key']}.json", to_json(record, indent=1))
+        self._readable.add(record["key"])
 
     def record(self, key: str) -> Optional[Dict[str, Any]]:
+        """The record of a finished job (successful or failed), or None when there is none or
+        it was damaged (and has now been set aside)."""
         path = self.jobs / f"{key}.json"
-        if not path.exists():
+        try:
+            record = json.loads(path.read_bytes())
+        except FileNotFoundError:
             return None
-        return json.loads(path.read_text())
+        except ValueError as err:
+            self.set_aside(path, f"is damaged (not valid JSON: {err})")
+            return None
+        if not isinstance(record, dict) or record.get("key") != key or not all(f in record for f in RECORD_FIELDS):
+            self.set_aside(path, f"is damaged (not a job record: expected a JSON object with key = {key!r}, {', '.join(RECORD_FIELDS[1:])})")
+            return None
+        self._readable.add(key)
+        return record
 
     def records(self, keys: Iterable[str]) -> List[Dict[str, Any]]:
+        """The records of `keys` that exist, failed ones included (their "status" says so)."""
         return [r for r in (self.record(k) for k in keys) if r is not None]
+
+    def remove_record(self, key: str) -> None:
+        """Forget a job's record (a failed job about to be retried)."""
+        try:
+            (self.jobs / f"{key}.json").unlink(missing_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot remove {self.jobs / (key + '.json')}: {err.strerror}") from None
+        self._readable.discard(key)
+
+    def set_aside(self, path: Path, problem: str) -> Optional[Path]:
+        """Move a file that cannot be trusted into DIR/damaged/ and say what is wrong with it;
+        return where it went (None when it could not be moved, or was not there any more)."""
+        dest = self.damaged / path.name
+        try:
+            self.damaged.mkdir(exist_ok=True)
+            if dest.exists():
+                dest = dest.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+            os.replace(path, dest)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            warn(f"{path} {problem} and cannot be moved aside ({err.strerror}); it is ignored")
+            return None
+        self._readable.discard(path.name.split(".")[0])
+        warn(f"{path} {problem}; moved to {dest}; its job is not finished: a run of its experiment does it again")
+        return dest
 
     # claims -----------------------------------------------------------------------------
     # Several `layerwise run` processes (on one machine, or on many sharing the directory) can
     # work on one sweep: each claims a unit of work by creating its claim file exclusively.
     def claim(self, key: str) -> bool:
         path = self.claims / f"{key}.json"
-        self.claims.mkdir(parents=True, exist_ok=True)
+        try:
+            self.claims.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot write {self.claims}: {err.strerror}") from None
         for _ in range(2):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
+            except OSError as err:
+                if not isinstance(err, FileExistsError):
+                    raise UserError(f"cannot write {path}: {err.strerror}") from None
                 if not self._stale(path):
                     return False
                 path.unlink(missing_ok=True)  # its process is gone: take the work over
@@ -142,12 +334,21 @@ class Store:
 
     @staticmethod
     def _stale(path: Path) -> bool:
-        """A claim is stale when it was made on this host by a process that no longer runs. A
-        claim from another host is trusted: delete DIR/claims/ by hand after a machine crashed."""
+        """A claim is stale when it was made on this host by a process that no longer runs, or
+        when it is still unreadable (empty, cut short) after CLAIM_GRACE seconds: its owner died
+        between creating and writing it. A claim from another host is trusted: delete DIR/claims/
+        by hand after a machine crashed."""
         try:
             owner = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return False  # being written right now
+            if not isinstance(owner, dict):
+                raise ValueError("not a claim")
+        except OSError:
+            return False
+        except ValueError:  # being written right now, or left unwritten by a process that died
+            try:
+                return time.time() - path.stat().st_mtime > CLAIM_GRACE
+            except OSError:
+                return False
         if owner.get("host") != socket.gethostname():
             return False
         try:
@@ -163,27 +364,33 @@ class Store:
         return self.checkpoints / f"{key}.safetensors"
 
     def save_checkpoint(self, key: str, net: torch.nn.Module, metadata: Dict[str, str]) -> None:
-        path = self.checkpoint_path(key)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-        save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
+        with writing(self.checkpoint_path(key)) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
 
     def load_checkpoint(self, key: str, net: torch.nn.Module) -> torch.nn.Module:
+        """Load a job's weights into `net`; a DamagedCheckpoint names the file when it is missing
+        or unreadable (see `set_job_aside`)."""
         path = self.checkpoint_path(key)
         if not path.exists():
-            raise UserError(f"checkpoint {path} is missing; delete {self.jobs / (key + '.json')} to train that job again")
-        net.load_state_dict(load_file(str(path)))
+            raise DamagedCheckpoint(key, path, "is missing")
+        try:
+            net.load_state_dict(load_file(str(path)))
+        except Exception as err:  # safetensors has its own error type for a damaged file; torch raises on wrong tensors
+            raise DamagedCheckpoint(key, path, f"cannot be read ({type(err).__name__}: {err})") from None
         return net
+
+    def set_job_aside(self, key: str, why: str) -> None:
+        """Move a job's record and checkpoint into DIR/damaged/: it is not finished any more."""
+        self.set_aside(self.checkpoint_path(key), why)
+        self.set_aside(self.jobs / f"{key}.json", f"is the record of a job whose checkpoint {why}")
 
     # results ----------------------------------------------------------------------------
     def write_results(self, records: List[Dict[str, Any]]) -> Path:
-        """results.csv: one row per (job, split, metric); pandas.read_csv reads it as is."""
+        """results.csv: one row per (successful job, split, metric); pandas.read_csv reads it as is."""
         path = self.root / "results.csv"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
+        with writing(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, RESULT_COLUMNS)
             writer.writeheader()
             writer.writerows(result_rows(records))
-        os.replace(tmp, path)
         return path

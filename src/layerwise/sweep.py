@@ -6,7 +6,8 @@ ordered pair of distinct tasks with compatible input shapes and every `l_c`, it 
 transfer of the primary on the secondary task.
 
 Every job has a key derived from everything that determines its result; a finished job is never
-run again.
+run again. A job whose training fails (a diverged loss) is finished too: its record says
+"status": "failed" and why, and so do the records of the transfers of a failed primary.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config
-from .errors import UserError
+from .errors import UserError, warn
 from .net import LayeredNet, count_parameters
 from .similarity import layer_similarity, probe_sample
 from .nets import ARCHS
-from .store import Store
+from .store import DamagedCheckpoint, Store
 from .tasks import Task, TaskData
-from .train import FitResult, TrainConfig, fit, resolve_device
+from .train import FitResult, TrainConfig, TrainingFailed, fit, resolve_device
 from .transfer import transfer
 
 # Raised when registered architectures compute something else under the same name and options:
@@ -73,8 +74,10 @@ def build(cfg: Config, arch: str, task: Task) -> LayeredNet:
     builder = cfg.custom_archs.get(arch) or ARCHS[arch]
     try:
         return builder(task.input_shape, task.num_classes, **options)
-    except TypeError as err:
-        raise UserError(f"{cfg.source} [arch_options.{arch}]: {err}") from None
+    except (TypeError, ValueError, RuntimeError) as err:  # options it cannot take, or a shape it cannot build on
+        given = f" with options {options}" if options else ""
+        raise UserError(f"{cfg.source} [arch_options.{arch}]: {arch} does not build for task {task.name!r} "
+                        f"(input shape {task.input_shape}){given}: {err}") from None
 
 
 def arch_identity(cfg: Config, arch: str, task: Task) -> dict:
@@ -132,6 +135,8 @@ def plan(cfg: Config) -> List[Job]:
                     jobs.append(job)
     pairs = ordered_pairs(cfg, tasks)
     for arch in cfg.archs:
+        for task in {t.input_shape: t for t in tasks.values()}.values():
+            build(cfg, arch, task)  # every architecture builds on every task before the first job trains
         depth = build(cfg, arch, tasks[cfg.tasks[0]]).num_layers
         values = range(depth + 1) if cfg.frozen == "all" else cfg.frozen
         bad = [k for k in values if not 0 <= k <= depth]
@@ -206,17 +211,42 @@ class PrefixCache:
 class Sweep:
     """Runs a plan into a store, loading each task's data once and reusing primaries."""
 
-    def __init__(self, cfg: Config, out: Path, progress: bool = True):
-        self.cfg, self.progress = cfg, progress
+    def __init__(self, cfg: Config, out: Path, progress: bool = True, mode: str = "resume", retry_failed: bool = False):
+        """`mode` says what to do when `out` holds another experiment: "resume" refuses, "extend"
+        adds this one's jobs to it, "replace" sets its config, plan and report aside.
+        `retry_failed` runs the failed jobs of this plan again."""
+        self.cfg, self.progress, self.mode, self.retry_failed = cfg, progress, mode, retry_failed
         self.store = Store(out)
         self.jobs = plan(cfg)
         self.device = resolve_device(cfg.train.device)
         self._data: Dict[Tuple[str, Optional[int], int], TaskData] = {}
         self._primary: Optional[Tuple[str, LayeredNet]] = None
         self._cache: Optional[Tuple[tuple, PrefixCache]] = None
+        self._warned: set = set()
 
     def pending(self) -> List[Job]:
-        return [job for job in self.jobs if not self.store.has(job.key)]
+        failed = {job.key for job in self.failed()} if self.retry_failed else set()
+        return [job for job in self.jobs if not self.store.has(job.key) or job.key in failed]
+
+    def failed(self) -> List[Job]:
+        """The jobs of the plan whose record says they failed."""
+        return [job for job in self.jobs if self.store.has(job.key) and self.store.record(job.key).get("status") == "failed"]
+
+    def check_directory(self) -> None:
+        """Refuse an --out that is not empty and not a run, or that holds another experiment."""
+        self.store.check_experiment([job.key for job in self.jobs], self.mode)
+
+    def warn_without_transfers(self) -> None:
+        if any(job.kind == "transfer" for job in self.jobs):
+            return
+        if len(self.cfg.tasks) == 1:
+            why = "it has one task"
+        elif self.cfg.pairs != "all":
+            why = "its list of pairs is empty"
+        else:
+            shapes = ", ".join(f"{name} {self.cfg.task(name).input_shape}" for name in self.cfg.tasks)
+            why = f"no two of its tasks have the same input shape ({shapes})"
+        warn(f"{self.cfg.source} plans no transfer: {why}; only the baselines train")
 
     def task(self, name: str, fold: Optional[int] = None) -> Task:
         """The task instance of one fold (the task itself when it has no folds)."""
@@ -229,7 +259,14 @@ class Sweep:
         if (name, fold, seed) not in self._data:
             self._data = {k: v for k, v in self._data.items() if k[2] == seed and k[0] != name}
             self._data[name, fold, seed] = self.task(name, fold).load(seed).to(self.device)
+            self._warn_small(name, len(self._data[name, fold, seed].train))
         return self._data[name, fold, seed]
+
+    def _warn_small(self, name: str, examples: int) -> None:
+        if examples < self.cfg.train.batch_size and name not in self._warned:
+            self._warned.add(name)
+            warn(f"task {name!r}: the train split has {examples} examples, fewer than one batch "
+                 f"(train.batch_size = {self.cfg.train.batch_size}); each epoch is a single step")
 
     def primary(self, job: Job) -> LayeredNet:
         if self._primary is None or self._primary[0] != job.primary:
@@ -254,10 +291,13 @@ class Sweep:
         at one run directory share the sweep instead of repeating it; a transfer unit waits until
         its primary is recorded. The call returns when the whole sweep is recorded.
         """
+        self.check_directory()
         self.check_data(self.pending())
-        self.store.create()
-        self.store.write_config(self.cfg.to_dict())
-        self.store.write_plan([job.key for job in self.jobs])
+        self.warn_without_transfers()
+        self.store.start(self.cfg.to_dict(), [job.key for job in self.jobs], self.mode)
+        if self.retry_failed:
+            for job in self.failed():
+                self.store.remove_record(job.key)
         finished: Dict[str, dict] = {}
         self._collect(finished)
         bar = tqdm(total=len(self.jobs), initial=len(finished), unit="job", disable=not self.progress,
@@ -285,6 +325,11 @@ class Sweep:
                         ran.append(job)
                         bar.update()
                         self.store.write_results([finished[j.key] for j in self.jobs if j.key in finished])
+                except DamagedCheckpoint as err:  # its primary: train it again, then the rest of the unit
+                    self.store.set_job_aside(err.key, err.why)
+                    if finished.pop(err.key, None) is not None:
+                        bar.update(-1)
+                    self._primary = self._cache = None
                 finally:
                     self.store.release(unit[0].key)
         finally:
@@ -296,12 +341,21 @@ class Sweep:
         on_disk = self.store.finished_keys()
         new = [job.key for job in self.jobs if job.key not in finished and job.key in on_disk]
         for key in new:
-            finished[key] = self.store.record(key)
-        if bar is not None and new:
-            bar.update(len(new))
+            record = self.store.record(key)
+            if record is not None:  # else it was damaged, and is now set aside
+                finished[key] = record
+                if bar is not None:
+                    bar.update()
 
     def run_job(self, job: Job, on_epoch=None) -> dict:
+        """Train one job and write its record: "status" "ok", or "failed" with the reason when its
+        training diverged or its primary failed."""
         task = self.task(job.target, job.fold)
+        if job.kind == "transfer":
+            primary = self.store.record(job.primary)
+            if primary is not None and primary.get("status") == "failed":
+                reason = f"its primary ({job.arch} {job.source} seed {job.seed}, job {job.primary}) failed: {primary.get('reason')}"
+                return self.write_failed(job, task, build(self.cfg, job.arch, task), reason, [])
         data = self.data(job.target, job.seed, job.fold)
         start, cached, train = 0, None, self.cfg.train
         if job.kind == "scratch":
@@ -316,7 +370,10 @@ class Sweep:
             if self.cfg.train.cache_prefix and task.deterministic and job.frozen > 0:
                 cached = self.prefix(job, primary, data).at(job.frozen)
                 start = job.frozen if cached is not None else 0
-        result = fit(net, task, data if cached is None else cached, train, job.seed, start=start, on_epoch=on_epoch)
+        try:
+            result = fit(net, task, data if cached is None else cached, train, job.seed, start=start, on_epoch=on_epoch)
+        except TrainingFailed as err:
+            return self.write_failed(job, task, net, str(err), err.history)
         if job.kind == "scratch" or self.cfg.checkpoints == "all":
             self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
         record = self.record(job, task, net, result, cached_prefix=cached is not None)
@@ -324,6 +381,20 @@ class Sweep:
             sample = probe_sample(len(data.val), SIMILARITY_EXAMPLES, job.seed, data.val.groups)
             probe = data.val.x[sample.to(self.device)]
             record["similarity"] = layer_similarity(primary, net, probe)
+        self.store.write_record(record)
+        return record
+
+    def write_failed(self, job: Job, task: Task, net: LayeredNet, reason: str, history: List[dict]) -> dict:
+        """Record a job that gave no model: finished (a resume does not retry it; --retry-failed
+        does), with no metrics, so nothing downstream can take it for a result."""
+        warn(f"{job.describe()} failed: {reason}")
+        record = {
+            **dataclasses.asdict(job), "status": "failed", "reason": reason,
+            "metric": task.metric, "lower_is_better": task.lower_is_better,
+            "num_layers": net.num_layers, "parameters": count_parameters(net),
+            "best_epoch": None, "val": {}, "test": {}, "history": history, "device": str(self.device),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         self.store.write_record(record)
         return record
 
@@ -335,7 +406,7 @@ class Sweep:
 
     def record(self, job: Job, task: Task, net: LayeredNet, result: FitResult, cached_prefix: bool) -> dict:
         return {
-            **dataclasses.asdict(job),
+            **dataclasses.asdict(job), "status": "ok",
             "metric": task.metric, "lower_is_better": task.lower_is_better,
             "num_layers": net.num_layers, "parameters": count_parameters(net),
             "best_epoch": result.best_epoch, "val": result.val, "test": result.test,

@@ -47,12 +47,24 @@ class TrainConfig:
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise UserError(f"train.{key} must be one of {', '.join(valid)}; got {getattr(self, key)!r}")
-        for key in ("epochs", "batch_size", "eval_batch_size"):
+        for key in ("epochs", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"train.{key} must be at least 1; got {getattr(self, key)!r}")
         tuning = self.finetune_lr
         if tuning is not None and (isinstance(tuning, bool) or not isinstance(tuning, (int, float)) or tuning <= 0):
             raise UserError(f"train.finetune_lr must be a positive number (or left out to use lr); got {tuning!r}")
+        if self.batch_size < 2:  # fit skips a lone example: batch norm cannot normalise one
+            raise UserError(f"train.batch_size must be at least 2 (a batch of one example cannot train with batch "
+                            f"norm, so every step would be skipped); got {self.batch_size!r}")
+
+
+class TrainingFailed(Exception):
+    """A training run that cannot give a usable model (its loss diverged, or no batch could be
+    made). `history` holds the epochs it ran; a sweep records the job as failed."""
+
+    def __init__(self, reason: str, history: List[Dict[str, float]]):
+        super().__init__(reason)
+        self.history = history
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,6 +125,12 @@ def evaluate(net: LayeredNet, task: Task, split: Split, cfg: TrainConfig, start:
     return task.score(logits, Split(None, split.y.cpu(), groups))
 
 
+def _failure(train_loss: float, epoch: int, examples: int) -> str:
+    if examples < 2:
+        return f"the training split has {examples} example(s); a batch needs at least 2"
+    return f"the training loss diverged ({train_loss}) in epoch {epoch}; try a lower train.lr"
+
+
 def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int, start: int = 0,
         on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None) -> FitResult:
     """Train `net` on `data` (already on the training device) for `cfg.epochs` epochs.
@@ -120,6 +138,9 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
     `start > 0` means the inputs are the outputs of the net's first `start` (frozen) layers,
     computed once elsewhere; the forward pass then begins at layer `start`. Augmentation applies
     only to raw inputs, which is why prefix caching is used only for deterministic tasks.
+
+    Raises TrainingFailed when an epoch's summed training loss is not finite: the network is then
+    no model at all, and its metrics would pass for a (chance-level) result.
     """
     began = time.perf_counter()
     device = data.train.y.device
@@ -161,8 +182,12 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
             scheduler.step()
             running += loss.detach().float()
             batches += 1
+        train_loss = running.item() / max(batches, 1)  # the one host sync of the epoch
+        if not batches or not math.isfinite(train_loss):
+            history.append({"epoch": epoch, "train_loss": train_loss if batches else None})
+            raise TrainingFailed(_failure(train_loss, epoch, n), history)
         val = evaluate(net, task, data.val, cfg, start)
-        history.append({"epoch": epoch, "train_loss": running.item() / max(batches, 1), **{f"val_{k}": v for k, v in val.items()}})
+        history.append({"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()}})
         if on_epoch:
             on_epoch(epoch, val)
         if better(val[task.metric], best, task.lower_is_better):

@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError, unknown
+from ..errors import UserError
+from ..options import check_dataclass_options
 
 
 @dataclass
@@ -114,14 +115,11 @@ class Task:
 
 def make_task(cls, options: Dict[str, Any], where: str) -> Task:
     """Build a task from its options, naming the bad key and the valid ones on a mistake."""
-    valid = {f.name for f in dataclasses.fields(cls)}
-    for key in options:
-        if key not in valid:
-            raise unknown(f"option for task {cls.name!r}:", key, valid or ["(none)"], where)
+    check_dataclass_options(cls, options, f"option for task {cls.name!r}:", where)
     try:
         return cls(**options)
     except (TypeError, ValueError) as err:
-        raise UserError(f"bad options for task {cls.name!r} in {where}: {err}") from None
+        raise UserError(f"{where}: {err}") from None
 
 
 def data_root(explicit: Optional[str], subdir: str) -> Path:

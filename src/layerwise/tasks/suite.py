@@ -73,6 +73,10 @@ class Digits(Task):
     size: int = 16
     split_seed: int = 0
 
+    def __post_init__(self):
+        if self.size < 1:
+            raise ValueError(f"size must be at least 1; got {self.size}")
+
     @property
     def input_shape(self):
         return (1, self.size, self.size)
@@ -153,6 +157,13 @@ class Printed(Task):
     split_seed: int = 0
     root: Optional[str] = None  # cache directory; default $LAYERWISE_DATA/suite or ~/.cache/layerwise/suite
 
+    def __post_init__(self):
+        if self.size < 1 or RENDER % self.size:
+            sizes = ", ".join(str(d) for d in range(1, RENDER + 1) if RENDER % d == 0)
+            raise ValueError(f"size must divide {RENDER}, the resolution glyphs are rendered at ({sizes}); got {self.size}")
+        if self.per_class < 1:
+            raise ValueError(f"per_class must be at least 1; got {self.per_class}")
+
     @property
     def input_shape(self):
         return (1, self.size, self.size)
@@ -164,8 +175,6 @@ class Printed(Task):
         return data_root(self.root, "suite") / f"{self.name}-{digest}.npz"
 
     def generate(self) -> Tuple[np.ndarray, np.ndarray]:
-        if RENDER % self.size:
-            raise ValueError(f"size must divide {RENDER}; got {self.size}")
         glyphs = render_glyphs(self.chars)
         # One stream per task, independent of everything else, so the images are reproducible.
         rng = np.random.default_rng(int(hashlib.sha256(self.name.encode()).hexdigest()[:8], 16))
