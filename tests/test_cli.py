@@ -101,7 +101,7 @@ def test_unknown_architecture(capsys, tmp_path, tiny_raw):
     ("frozen=[0,9]", ["frozen value 9", "alexnet-small", "0..6"]),
     ("seeds=[]", ["seeds must be a non-empty list"]),
     ("train.finetune_lr=-0.1", ["[train]", "finetune_lr must be a positive number", "-0.1"]),
-    ("train.finetune_lr=fast", ["[train]", "finetune_lr must be a positive number", "'fast'"]),
+    ("train.finetune_lr=fast", ["[train]", "finetune_lr must be a number", "'fast'"]),
     ("checkpoints=some", ["checkpoints must be one of all, primaries", "'some'"]),
     ('pairs=[["digits","digits"]]', ["transfers a task to itself"]),
 ])

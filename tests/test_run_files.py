@@ -308,3 +308,18 @@ def test_version_and_the_help_of_run(capsys):
     assert "a TOML file, or the name of a bundled experiment" in text
     for flag in ("--extend", "--replace", "--retry-failed"):
         assert flag in text
+
+
+def test_diverged_transfers_are_listed_in_the_report_and_left_out_of_its_statistics(capsys, tmp_path, two_tasks):
+    out = tmp_path / "run"
+    code, err = run(capsys, two_tasks, out, "--set", "train.optimizer=sgd", "--set", "train.finetune_lr=1e30")
+    assert code == 0 and "Traceback" not in err and "2 of the sweep's jobs failed" in err
+    records = [strict_json(p) for p in (out / "jobs").glob("*.json")]
+    failed = {r["key"] for r in records if r["status"] == "failed"}
+    assert len(failed) == 2 and all(r["kind"] == "transfer" for r in records if r["key"] in failed)
+    html = (out / "report.html").read_text()
+    assert "2 jobs failed" in html and "diverged" in html
+    results = (out / "results.csv").read_text()
+    assert not any(key in results for key in failed)
+    obs = strict_json(out / "observations.json")
+    assert obs["curves"] == [] and "nothing to compare" in " ".join(obs["notes"])

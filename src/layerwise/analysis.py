@@ -84,9 +84,9 @@ def results_table(results) -> pd.DataFrame:
             return pd.read_csv(results)
         except (OSError, pd.errors.ParserError) as err:
             raise UserError(f"cannot read the results table {results}: {err}") from None
-    from .store import result_rows
+    from .store import RESULT_COLUMNS, result_rows
 
-    return pd.DataFrame(result_rows(list(results)))
+    return pd.DataFrame(result_rows(list(results)), columns=RESULT_COLUMNS)
 
 
 def _clean(df: pd.DataFrame, notes: List[str]) -> pd.DataFrame:

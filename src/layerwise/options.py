@@ -17,30 +17,38 @@ from .errors import UserError, unknown
 KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
 
 
-def expected_type(default: Any, hint: Any = None) -> Optional[type]:
-    """The type an option's value must have: its default's, else the one type its annotation
-    allows besides None (`Optional[str]` -> str); None when nothing can be said."""
+def expected_type(default: Any, hint: Any = None):
+    """The type (or types) an option's value must have: those its annotation allows when it allows
+    several (`Union[int, List[int]]` -> (int, list)), else its default's, else the one type its
+    annotation allows besides None (`Optional[str]` -> str); None when nothing can be said."""
+    choices = [typing.get_origin(a) or a for a in typing.get_args(hint) if a is not type(None)] if hint is not None else []
+    if len(choices) > 1 and all(isinstance(c, type) for c in choices):
+        return tuple(choices)
     if default is not None and default is not inspect.Parameter.empty:
         return type(default)
-    choices = [a for a in typing.get_args(hint) if a is not type(None)] if hint is not None else []
     if len(choices) == 1 and isinstance(choices[0], type):
         return choices[0]
     return hint if isinstance(hint, type) else None
 
 
-def check_type(value: Any, expected: Optional[type], key: str, where: str) -> None:
-    """Raise a UserError naming `where` and `key` unless `value` is of the `expected` type (an
-    integer is a number; true and false are not integers)."""
+def _is(value: Any, expected: type) -> bool:
+    """isinstance, where an integer is a number and true and false are not integers."""
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def check_type(value: Any, expected, key: str, where: str) -> None:
+    """Raise a UserError naming `where` and `key` unless `value` has the `expected` type (or one of
+    them, for a tuple)."""
     if expected is None:
         return
-    if expected is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif expected is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, expected)
-    if not ok:
-        raise UserError(f"{where}: {key} must be {KINDS.get(expected, expected.__name__)}; got {value!r}")
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if not any(_is(value, kind) for kind in kinds):
+        names = " or ".join(KINDS.get(kind, kind.__name__) for kind in kinds)
+        raise UserError(f"{where}: {key} must be {names}; got {value!r}")
 
 
 def check_dataclass_options(cls, options: Dict[str, Any], what: str, where: str) -> None:
