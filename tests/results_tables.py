@@ -5,11 +5,12 @@ import pandas as pd
 
 
 def simulate(rng, tasks=("a", "b", "c"), archs=("x", "y"), seeds=3, depth=6, noise=1.0, level=None,
-             pair_effect=None, arch_effect=None, loss_from=None, metric="accuracy", split_noise=True):
+             pair_effect=None, arch_effect=None, loss_from=None, metric="accuracy", split_noise=True, chance=10.0):
     """One row per (job, split): baselines at `level[task]` accuracy, transfers at their target's
     level plus `pair_effect[(a, b)]` (points, reached at full depth), plus `arch_effect[arch]`; a
     loss of 10 points at every l_c >= `loss_from`. Every job gets its own noise, and val and test
-    of one job share half of it."""
+    of one job share half of it. `chance`: the chance accuracy written in the `chance` column
+    (None: no such column)."""
     level = level or {t: 90.0 - 10 * i for i, t in enumerate(tasks)}
     lower = metric in ("error", "per", "ue")
     rows = []
@@ -19,9 +20,11 @@ def simulate(rng, tasks=("a", "b", "c"), archs=("x", "y"), seeds=3, depth=6, noi
         for split in ("val", "test"):
             own = rng.normal(0, noise) if split_noise else 0.0
             value = mean + (shared + own) / np.sqrt(2)
-            rows.append({"arch": arch, "source": source, "target": target, "seed": seed, "frozen": frozen,
-                         "num_layers": depth, "split": split, "metric": metric,
-                         "value": 100 - value if lower else value})
+            row = {"arch": arch, "source": source, "target": target, "seed": seed, "frozen": frozen,
+                   "num_layers": depth, "split": split, "metric": metric, "value": 100 - value if lower else value}
+            if chance is not None:
+                row["chance"] = 100 - chance if lower else chance
+            rows.append(row)
 
     for arch in archs:
         for seed in range(seeds):

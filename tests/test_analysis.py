@@ -17,17 +17,31 @@ def row(arch, target, seed, value, source="", frozen="", split="test", metric="a
             "metric": metric, "value": value, **extra}
 
 
-def test_gain_is_the_relative_change_in_error_and_transferability_its_area_over_depth_fraction():
+def test_without_chance_the_gain_is_the_relative_change_in_error_and_transferability_its_area_over_depth():
     rows = [row("x", "b", s, 80.0 + d) for s, d in ((0, 1.0), (1, -1.0))]  # baseline error 20 on average
     for s, base in ((0, 81.0), (1, 79.0)):
         rows += [row("x", "b", s, base + g, "a", k, num_layers=2) for k, g in ((0, 4.0), (1, 2.0), (2, 0.0))]
         rows += [row("x", "a", s, 90.0)]
     obs = observations(pd.DataFrame(rows))
+    assert any("no chance level for a, b" in n for n in obs.notes)
     (t,) = [t for t in obs.transferability if (t["source"], t["target"]) == ("a", "b")]
     assert t["mean"] == pytest.approx((4 / 20 * 0.5 + 2 / 20 + 0.0 * 0.5) / 2)  # trapezoids over l_c / L_H in [0, 1]
     assert t["points"]["mean"] == pytest.approx(2.0)
     point = next(p for p in obs.curves if p["frozen"] == 1)
     assert point["fraction"] == 0.5 and point["gain"]["mean"] == pytest.approx(2.0) and point["seeds"] == 2
+
+
+def test_with_a_chance_level_the_gain_is_a_share_of_what_the_baseline_learned_above_chance():
+    rows = [row("x", "b", s, 80.0, chance=10.0) for s in (0, 1)] + [row("x", "a", s, 90.0, chance=10.0) for s in (0, 1)]
+    rows += [row("x", "b", s, 73.0 + s, "a", 0, num_layers=1, chance=10.0) for s in (0, 1)]
+    obs = observations(pd.DataFrame(rows))
+    (point,) = obs.curves
+    assert point["gain"]["mean"] == pytest.approx(-6.5)  # points
+    assert point["relative_gain"]["mean"] == pytest.approx(-6.5 / (90 - 20))  # chance error 90, baseline error 20
+    assert not any("chance" in n for n in obs.notes)
+    per = [row("x", "t", 0, 20.0, metric="per", chance=100.0), row("x", "t", 0, 30.0, "s", 0, metric="per", chance=100.0),
+           row("x", "s", 0, 50.0, metric="per", chance=100.0)]
+    assert observations(pd.DataFrame(per)).curves[0]["relative_gain"]["mean"] == pytest.approx(-10 / 80)
 
 
 def test_lower_is_better_metrics_flip_the_sign_and_deeper_architectures_do_not_weigh_more():

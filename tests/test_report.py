@@ -18,7 +18,7 @@ def finished(tmp_path_factory):
 
     raw = json.loads(json.dumps(TINY))
     raw["seeds"] = [0, 1]
-    raw["train"]["epochs"] = 1
+    raw["train"].update(epochs=3, lr=0.01)  # enough for every baseline to beat chance
     out = tmp_path_factory.mktemp("run")
     Sweep(config_from_dict(raw, "tiny.toml"), out, progress=False).run()
     return out
@@ -55,8 +55,8 @@ def test_a_partial_run_says_how_many_planned_jobs_are_missing_and_counts_seeds_p
     html = (run / "report.html").read_text()
     assert f"{len(gone)} of {len(records)} planned jobs have not finished" in html
     rows = [line.split(",") for line in (run / "curves.csv").read_text().splitlines()]
-    seeds = {(r[1], r[2], r[4]): r[6] for r in rows[1:]}
-    assert seeds["digits", "printed-digits", "2"] == "1" and seeds["digits", "printed-digits", "0"] == "2"
+    seeds = {r[4]: r[6] for r in rows[1:]}  # frozen -> seeds, for every curve the report could compare
+    assert rows[1:] and seeds["2"] == "1" and seeds["0"] == "2" and seeds["6"] == "2"
 
 
 def test_failed_jobs_are_listed_and_left_out_of_every_statistic(finished, tmp_path, capsys):

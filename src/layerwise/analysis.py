@@ -8,12 +8,15 @@ Units. A transfer's *gain* is the baseline's error minus the transfer's (the bas
 model of the same architecture and seed trained on the secondary task alone), so positive means
 the transfer is better. An error is the metric itself when lower is better, else 100 minus it (a
 higher-is-better metric is a percentage). The gain is kept in metric points, and is also
-*normalised*: divided by the baseline's mean error over seeds, it is the relative change in
-error (+0.2: a fifth of the baseline's errors removed), which compares across tasks, metrics and
-difficulty. `l_c` is also a fraction of depth, `l_c / L_H`, and a pair's *transferability* is the
-area under its normalised-gain curve over that fraction (divided by the fraction's span), so
-architectures of different depth count alike. Every comparison between pairs, directions or
-architectures uses the normalised transferability.
+*normalised*: divided by how far the baseline's mean error over seeds lies below the chance error
+(what a predictor that ignores its input scores), it is the gain as a share of what the baseline
+learned above chance (-0.5: the transfer lost half of it), which compares across tasks, metrics
+and difficulty. A table without a chance level for a task normalises that task by the baseline's
+mean error instead (the relative change in error), and says so in its notes. `l_c` is also a
+fraction of depth, `l_c / L_H`, and a pair's *transferability* is the area under its
+normalised-gain curve over that fraction (divided by the fraction's span), so architectures of
+different depth count alike. Every comparison between pairs, directions or architectures uses the
+normalised transferability.
 
 Statistics (see `stats`): seeds are the independent units and every test pairs by seed; sample
 standard deviations (ddof = 1) and t intervals; Holm's correction across the comparisons of one
@@ -139,7 +142,7 @@ def per_seed(results, notes: Optional[List[str]] = None) -> pd.DataFrame:
     keys = ["arch", "target", "seed", "fold", "split"]
     base = df[df["kind"] == "scratch"].groupby(keys, as_index=False).agg(baseline=("value", "mean"),
                                                                           baseline_error=("error", "mean"))
-    scale = base.groupby(["arch", "target", "fold", "split"], as_index=False).agg(scale=("baseline_error", "mean"))
+    scale = _scales(df, base, notes)
     t = df[df["kind"] == "transfer"].merge(base, on=keys, how="left").merge(scale, on=["arch", "target", "fold", "split"], how="left")
     orphan = t["baseline"].isna()
     if orphan.any():
@@ -148,16 +151,35 @@ def per_seed(results, notes: Optional[List[str]] = None) -> pd.DataFrame:
     flat = ~(t["scale"] > 0)
     if flat.any():
         names = sorted(set(t.loc[flat, "target"]))
-        notes.append(f"the baseline error of {', '.join(names)} is 0, so its relative gains are undefined; left out")
-        t = t[~flat]
+        notes.append(f"the baseline of {', '.join(names)} is no better than chance (or has no errors), so its "
+                     "normalised gains are undefined: its curves are in metric points only, and it is left out of "
+                     "transferability, asymmetry, factors and relatedness")
     t = t.assign(gain=t["baseline_error"] - t["error"])
-    t["rel"] = t["gain"] / t["scale"]
+    t["rel"] = np.where(flat, np.nan, t["gain"] / t["scale"].where(~flat, 1.0))
     out = t.groupby(GROUP + ["seed", "frozen", "split"], as_index=False).agg(
         num_layers=("num_layers", "max"), metric=("metric", "first"), lower=("lower", "first"),
         value=("value", "mean"), baseline=("baseline", "mean"), gain=("gain", "mean"), rel=("rel", "mean"))
     out["frozen"] = out["frozen"].astype(int)
     out["fraction"] = out["frozen"] / out["num_layers"]
     return out
+
+
+def _scales(df: pd.DataFrame, base: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
+    """What a gain is divided by, per (arch, target, fold, split): the distance from the chance
+    error to the baseline's mean error over seeds (the share of what the baseline learned above
+    chance), or, for a task whose chance level is not given, the baseline's mean error (the
+    relative change in error)."""
+    scale = base.groupby(["arch", "target", "fold", "split"], as_index=False).agg(error=("baseline_error", "mean"))
+    chance = pd.to_numeric(df["chance"], errors="coerce") if "chance" in df.columns else pd.Series(np.nan, df.index)
+    chance_error = pd.Series(np.where(df["lower"], chance, 100.0 - chance), index=df.index)
+    levels = chance_error.groupby(df["target"]).max()
+    scale["chance_error"] = scale["target"].map(levels)
+    missing = sorted(set(scale.loc[scale["chance_error"].isna(), "target"]))
+    if missing:
+        notes.append(f"no chance level for {', '.join(missing)}: its gains are normalised by the baseline's error "
+                     "(the relative change in error) instead of the baseline's distance from chance")
+    scale["scale"] = np.where(scale["chance_error"].notna(), scale["chance_error"] - scale["error"], scale["error"])
+    return scale[["arch", "target", "fold", "split", "scale"]]
 
 
 def _area(fraction: np.ndarray, values: np.ndarray) -> float:
@@ -174,6 +196,8 @@ def seed_scores(table: pd.DataFrame, split: str, notes: List[str]) -> pd.DataFra
     rows, incomplete = [], []
     for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
         levels = sorted(curve["frozen"].unique())
+        if curve["rel"].isna().any():  # no normalised gain (said in the notes)
+            continue
         for seed, one in curve.groupby("seed"):
             one = one.sort_values("frozen")
             if list(one["frozen"]) != levels:
@@ -412,8 +436,9 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     `results`: results.csv as a DataFrame (or its path, or job records). Required columns: arch,
     source (empty for models trained from scratch), target, seed, frozen (empty for those), split
     ("val", "test"), metric, value; optional: num_layers (L_H; else the largest l_c), lower_is_better
-    (else from the metric's name), main (which metric is the task's own; else the first listed per
-    task), fold and source_fold (scores are averaged over folds), status (failed jobs are left out).
+    (else from the metric's name), chance (the metric's chance level; else gains are normalised by
+    the baseline's error), main (which metric is the task's own; else the first listed per task),
+    fold and source_fold (scores are averaged over folds), status (failed jobs are left out).
     `test`: "t" (paired t, n - 1 degrees of freedom) or "sign-flip" (exact permutation).
     Returns a dict (keys also read as attributes) that json.dumps writes as it is.
     """
@@ -425,13 +450,14 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     out: Dict[str, Any] = {
         "settings": {"alpha": alpha, "test": test, "tolerance": tolerance, "resamples": resamples,
                      "confidence": 0.95, "correction": "holm",
-                     "gain": "baseline error minus transfer error; normalised: divided by the baseline's mean error",
+                     "gain": "baseline error minus transfer error; normalised: divided by the chance error minus "
+                             "the baseline's mean error (by the baseline's mean error where no chance level is given)",
                      "transferability": "area under the normalised gain over l_c / L_H, divided by its span",
                      "folds": "averaged within each seed"},
         "seeds": seeds, "notes": notes, "curves": [], "transfer_depth": [], "transferability": [],
         "asymmetry": [], "nonsymmetric": False, "factors": None, "relatedness": None, "what_to_freeze": []}
     if table.empty:
-        notes.append("no transfer has a baseline yet, so there is nothing to compare")
+        notes.append("no transfer has a usable baseline yet, so there is nothing to compare")
         out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None, "note": "no transfers"}
         return _plain(out)
     if seeds < 2:
@@ -473,13 +499,14 @@ def _ci_pct(ci) -> str:
 def summary(obs: Record) -> List[str]:
     """Plain sentences about what the run measured, stated only as strongly as the statistics allow."""
     if not obs["transferability"]:
-        return ["No transfer has finished yet, so there is nothing to compare."]
+        return ["Nothing to compare yet" + (": " + "; ".join(obs["notes"]) if obs["notes"] else "") + "."]
     lines = []
     seeds = obs["seeds"]
     pooled = [t for t in obs["transferability"] if t["arch"] == "all"] or obs["transferability"]
     best, worst = max(pooled, key=lambda t: t["mean"]), min(pooled, key=lambda t: t["mean"])
-    lines.append(f"Transferability (the mean relative change in error against the baseline over the depth fraction "
-                 f"l_c / L_H; positive: fewer errors than training on the secondary task alone) ranges from "
+    lines.append(f"Transferability (the mean gain against the baseline over the depth fraction l_c / L_H, as a share "
+                 f"of what the baseline learned above chance; positive: fewer errors than training on the secondary "
+                 f"task alone) ranges from "
                  f"{_pct(worst['mean'])} ({worst['source']} → {worst['target']}{_ci_pct(worst['ci'])}) to "
                  f"{_pct(best['mean'])} ({best['source']} → {best['target']}{_ci_pct(best['ci'])}), over {seeds} seed(s).")
     rel = obs.get("relatedness") or {}

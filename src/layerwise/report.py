@@ -125,7 +125,8 @@ def plot_similarity(profiles, tasks: List[str], path: Path) -> None:
 
 def plot_matrix(scores: List[dict], tasks: List[str], path: Path) -> None:
     """Normalised transferability of every ordered pair per architecture (and over architectures):
-    each cell the mean relative change in error, with the half-width of its 95% interval."""
+    each cell the mean normalised gain (a share of what the baseline learned above chance), with the
+    half-width of its 95% interval."""
     archs = sorted({s["arch"] for s in scores if s["arch"] != "all"}) + (["all"] if any(s["arch"] == "all" for s in scores) else [])
     names = [t for t in tasks if any(t in (s["source"], s["target"]) for s in scores)]
     fig, axes = plt.subplots(1, len(archs), figsize=(3.4 * len(archs) + 2.0, 3.9), squeeze=False,
@@ -149,7 +150,7 @@ def plot_matrix(scores: List[dict], tasks: List[str], path: Path) -> None:
         ax.set_xlabel("secondary")
         ax.set_title("mean over architectures" if arch == "all" else arch, fontsize=10)
     axes[0, 0].set_ylabel("primary")
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="relative change in error (%), ± 95% CI")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="gain, % of the baseline's margin over chance (± 95% CI)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -263,9 +264,10 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
                         "significant loss against the baseline (Holm across the curve's l_c)."))
     if obs["transferability"]:
         plot_matrix(obs["transferability"], tasks, out / "transferability.png")
-        figures.append(("transferability.png", "Transferability: the mean relative change in error against the "
-                        "baseline over the depth fraction l_c / L_H (positive: fewer errors than training on the "
-                        "secondary task alone), with the half-width of its 95% interval over seeds."))
+        figures.append(("transferability.png", "Transferability: the mean gain against the baseline over the depth "
+                        "fraction l_c / L_H, as a share of what the baseline learned above chance (positive: fewer "
+                        "errors than training on the secondary task alone; -50%: half of the baseline's margin over "
+                        "chance lost), with the half-width of its 95% interval over seeds."))
     related = obs.get("relatedness")
     if related and related.get("linkage") and len(related["tasks"]) >= 3:  # two tasks make no tree
         plot_dendrogram(related, out / "relatedness.png")

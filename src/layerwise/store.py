@@ -31,10 +31,11 @@ from safetensors.torch import load_file, save_file
 from .errors import UserError, warn
 
 # results.csv: one row per (job, split, metric). `main` marks the task's own metric (the one that
-# selects the epoch and draws the curves); `num_layers` is L_H; `fold` and `source_fold` are the
+# selects the epoch and draws the curves); `chance` is that metric's value for a predictor that
+# ignores its input (given on the main metric's rows); `num_layers` is L_H; `fold` and `source_fold` are the
 # folds of the secondary and primary task for tasks evaluated over several folds (empty otherwise).
 RESULT_COLUMNS = ["arch", "source", "target", "seed", "frozen", "num_layers", "split", "metric", "main",
-                  "lower_is_better", "value", "epoch", "fold", "source_fold", "key"]
+                  "lower_is_better", "chance", "value", "epoch", "fold", "source_fold", "key"]
 
 
 def _lower_is_better(record: Dict[str, Any], metric: str) -> bool:
@@ -55,7 +56,9 @@ def result_rows(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 rows.append({"arch": r["arch"], "source": blank(r["source"]), "target": r["target"], "seed": r["seed"],
                              "frozen": blank(r["frozen"]), "num_layers": r["num_layers"], "split": split,
                              "metric": metric, "main": metric == r["metric"],
-                             "lower_is_better": _lower_is_better(r, metric), "value": float(f"{value:.6g}"),
+                             "lower_is_better": _lower_is_better(r, metric),
+                             "chance": blank(r.get("chance")) if metric == r["metric"] else "",
+                             "value": float(f"{value:.6g}"),
                              "epoch": r["best_epoch"], "fold": blank(r.get("fold")),
                              "source_fold": blank(r.get("source_fold")), "key": r["key"]})
     return rows

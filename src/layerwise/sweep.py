@@ -407,7 +407,7 @@ class Sweep:
     def record(self, job: Job, task: Task, net: LayeredNet, result: FitResult, cached_prefix: bool) -> dict:
         return {
             **dataclasses.asdict(job), "status": "ok",
-            "metric": task.metric, "lower_is_better": task.lower_is_better,
+            "metric": task.metric, "lower_is_better": task.lower_is_better, "chance": task.chance,
             "num_layers": net.num_layers, "parameters": count_parameters(net),
             "best_epoch": result.best_epoch, "val": result.val, "test": result.test,
             "history": result.history, "seconds": round(result.seconds, 3),

@@ -95,6 +95,16 @@ class Task:
         """Random augmentation of one training batch (on whatever device it lives)."""
         return x
 
+    @property
+    def chance(self) -> Optional[float]:
+        """The value of `metric` for a predictor that ignores its input (uniform guessing, or one
+        class for every example): the floor from which normalised gains are measured. None when
+        a task's own metric has no such level (the analysis then normalises by the baseline's error)."""
+        if self.metric not in ("accuracy", "error"):
+            return None
+        guess = 100.0 / self.num_classes
+        return guess if self.metric == "accuracy" else 100.0 - guess
+
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)
 
