@@ -139,3 +139,86 @@ def test_wide_features_are_projected_to_at_most_max_dims_with_distances_roughly_
     ratio = np.linalg.norm(f[0] - f[1]) / np.linalg.norm(flat[0] - flat[1])
     assert 0.85 < ratio < 1.15
     assert np.array_equal(estimate.flat_features(x, max_dims=512), f)  # one projection for every split
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with the real curves
+
+
+def synthetic(real_by_pair, estimate_by_pair, seeds=(0, 1)):
+    """Tables shaped as real_curves() and estimate_sweep() give them, for one architecture."""
+    import pandas as pd
+
+    real = pd.DataFrame([{"arch": "a", "source": s, "target": t, "frozen": k, "fraction": k / 3, "rel": v}
+                         for (s, t), curve in real_by_pair.items() for k, v in enumerate(curve)])
+    est = pd.DataFrame([{"arch": "a", "source": s, "target": t, "seed": seed, "frozen": k, "fraction": k / 3,
+                         "score": "probe", "value": v + 0.01 * seed}
+                        for (s, t), curve in estimate_by_pair.items() for seed in seeds for k, v in enumerate(curve)])
+    return est, real
+
+
+def test_agreement_is_one_for_an_estimate_that_ranks_like_the_real_curve_and_minus_one_reversed():
+    real = {("x", "y"): [0.0, -0.1, -0.3, -0.6], ("y", "x"): [0.1, 0.0, -0.2, -0.2], ("x", "z"): [0.2, 0.1, 0.1, 0.0]}
+    same = {k: [10 * v + 3 for v in c] for k, c in real.items()}  # another scale, the same order
+    _, by_arch = estimate.curve_agreement(*synthetic(real, same))
+    assert by_arch.set_index("arch").loc["a", "tau"] == pytest.approx(1.0)
+    assert by_arch.set_index("arch").loc["a", "rho"] == pytest.approx(1.0)
+    _, by_arch = estimate.curve_agreement(*synthetic(real, {k: [-v for v in c] for k, c in same.items()}))
+    assert by_arch.set_index("arch").loc["all", "tau"] == pytest.approx(-1.0)
+    # Over pairs: x->z > y->x > x->y in real transferability; an estimate whose gains rank them so agrees.
+    gains = {("x", "y"): [0, -3, -6, -9], ("y", "x"): [5, 4, 3, 2], ("x", "z"): [1, 2, 3, 4]}
+    pairs = estimate.pair_agreement(*synthetic(real, gains)).set_index("arch")
+    assert pairs.loc["a", "tau"] == pytest.approx(1.0) and pairs.loc["a", "seeds"] == 2
+
+
+def test_reachable_curves_take_the_best_layer_at_or_above_each_l_c():
+    est, _ = synthetic({}, {("x", "y"): [1.0, 3.0, 2.0, 0.5]}, seeds=(0,))
+    out = estimate.reachable(est)
+    assert list(out.sort_values("frozen")["value"]) == [3.0, 3.0, 2.0, 0.5]
+    assert set(out["score"]) == {"probe (reachable)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_estimate_trains_only_primaries_then_a_run_reuses_them_and_checks_the_estimates(tmp_path, tiny_raw):
+    import csv
+    import json
+
+    from test_cli import layerwise, write_config
+
+    config = write_config(tmp_path, tiny_raw)
+    out = tmp_path / "run"
+    done = layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert len(list((out / "jobs").glob("*.json"))) == 2  # the two primaries, no transfer
+    assert len(json.loads((out / "plan.json").read_text())) == 8  # the report still counts the whole sweep
+    rows = list(csv.DictReader(open(out / "estimates.csv")))
+    assert list(rows[0]) == ["arch", "source", "target", "seed", "frozen", "fraction", "score", "value"]
+    assert {(r["source"], r["target"], r["frozen"], r["score"]) for r in rows} == {
+        (a, b, k, s) for a, b in [("digits", "printed-digits"), ("printed-digits", "digits")] for k in "026"
+        for s in estimate.SCORES}
+    assert len(rows) == 24 and {r["fraction"] for r in rows} == {"0", "0.333333", "1"}
+    html = (out / "report.html").read_text()
+    assert "Estimates without fine-tuning" in html and "estimates.png" in html and (out / "estimates.png").exists()
+    assert "cannot be checked against it" in html
+
+    run = layerwise("run", str(config), "--out", str(out), "--set", "train.epochs=1", "--set", "estimate=true", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert "2 already finished" in run.stderr and "estimates:" in run.stderr
+    agreement = list(csv.DictReader(open(out / "estimate_agreement.csv")))
+    assert {r["score"] for r in agreement} >= set(estimate.SCORES) | {"-l_c (no estimate)"}
+    assert "tau over l_c" in (out / "report.html").read_text()
+
+
+def test_estimate_must_be_true_or_false(capsys, tmp_path, tiny_raw):
+    from test_cli import write_config
+
+    from layerwise.cli import main
+
+    config = write_config(tmp_path, tiny_raw)
+    assert main(["estimate", str(config), "--out", str(tmp_path / "run"), "--set", "estimate=3"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny.toml" in err and "estimate must be true or false; got 3" in err
+    assert not (tmp_path / "run").exists()
