@@ -79,14 +79,15 @@ def test_logme_evidence_is_the_marginal_likelihood_at_the_best_alpha_beta_of_a_g
     assert max(grid) == pytest.approx(found, abs=1e-3)
 
 
-def test_logme_averages_the_classes_evidence():
-    f, y = blobs(n=30, d=4)
+@pytest.mark.parametrize("n, d", [(30, 4), (6, 10)])
+def test_logme_averages_the_classes_evidence(n, d):
+    f, y = blobs(n=n, d=d)
     per_class = []
     for c in range(3):
         t = (y == c).astype(float)
         u, s, _ = np.linalg.svd(f, full_matrices=False)
         z = u.T @ t
-        per_class.append(estimate.logme_class(s ** 2, z ** 2, t @ t - z @ z, 30, 4)[0])
+        per_class.append(estimate.logme_class(s ** 2, z ** 2, t @ t - z @ z, n, d)[0])
     assert estimate.logme(f, y) == pytest.approx(np.mean(per_class))
 
 

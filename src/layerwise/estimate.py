@@ -9,9 +9,10 @@ outputs are flattened, and four scores say how well those fixed features suit th
   on one-hot targets, closed form, so deterministic) fitted on the standardised training features;
 - `logme`: LogME (You et al., ICML 2021): per class, the log evidence of a Bayesian linear model
   of the one-hot target, maximised over its prior and noise precisions (alpha, beta) by the
-  paper's fixed-point updates through one SVD of the features; averaged over classes, divided by
-  the number of examples. Computed on the training features, as they are (no standardisation:
-  the paper's form; it is invariant to scaling all features by one factor, not per feature);
+  paper's fixed-point updates through the features' singular values (from the smaller Gram
+  matrix); averaged over classes, divided by the number of examples. Computed on the training
+  features as they are (no standardisation: the paper's form; it is invariant to scaling all
+  features by one factor, not each by its own);
 - `hscore`: H-score (Bao et al., ICIP 2019): tr(cov(f)^-1 cov(E[f | y])) on the training
   features, with the covariance shrunk slightly towards its mean variance so that it inverts when
   examples are few;
@@ -128,11 +129,15 @@ def logme(features, labels) -> float:
     targets."""
     f = np.asarray(features, float)
     n, d = f.shape
-    u, s, _ = np.linalg.svd(f, full_matrices=False)
     targets, _ = _one_hot(np.asarray(labels))
-    z = u.T @ targets  # (k, classes)
+    # F's spectrum from the eigenvectors of the smaller Gram matrix, as cheap as an SVD gets:
+    # with F = U S V', F'F = V S^2 V' and U' t = S^-1 V' F' t; FF' = U S^2 U'.
+    sigma, vectors = np.linalg.eigh(f.T @ f if n > d else f @ f.T)
+    keep = sigma > 1e-10 * max(sigma.max(), 1e-300)  # directions F does not span count as d - k below
+    sigma, vectors = sigma[keep], vectors[:, keep]
+    z = (vectors.T @ (f.T @ targets)) / np.sqrt(sigma)[:, None] if n > d else vectors.T @ targets  # (k, classes)
     rest = np.maximum((targets ** 2).sum(axis=0) - (z ** 2).sum(axis=0), 0.0)
-    return float(np.mean([logme_class(s ** 2, z[:, c] ** 2, rest[c], n, d)[0] for c in range(targets.shape[1])]))
+    return float(np.mean([logme_class(sigma, z[:, c] ** 2, rest[c], n, d)[0] for c in range(targets.shape[1])]))
 
 
 def hscore(features, labels, shrinkage: float = SHRINKAGE) -> float:
