@@ -41,6 +41,7 @@ KNN_K = 5
 RIDGE = 1.0  # the probe's penalty per training example, on standardised features
 SHRINKAGE = 1e-3  # the H-score covariance's weight on its mean variance
 SCORES = ("probe", "logme", "hscore", "knn")
+PRECISION = (1e-10, 1e10)  # the range LogME's alpha and beta are kept in
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +111,10 @@ def logme_class(sigma: np.ndarray, z2: np.ndarray, rest: float, n: int, d: int, 
         gamma = float(np.sum(beta * sigma / shrink))
         mm = float(np.sum(beta ** 2 * sigma * z2 / shrink ** 2))
         residual = float(np.sum((alpha / shrink) ** 2 * z2)) + rest
-        new_alpha, new_beta = gamma / max(mm, 1e-300), (n - gamma) / max(residual, 1e-300)
+        # Bounded: when the features fit t exactly (as many features as examples), the evidence
+        # grows as the noise vanishes (beta -> inf) towards a finite limit, which the bound approaches.
+        new_alpha = min(max(gamma / max(mm, 1e-300), PRECISION[0]), PRECISION[1])
+        new_beta = min(max((n - gamma) / max(residual, 1e-300), PRECISION[0]), PRECISION[1])
         done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
         alpha, beta = new_alpha, new_beta
         if done:
