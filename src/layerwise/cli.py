@@ -1,4 +1,4 @@
-"""The command line: `layerwise demo | run | report | list | fetch`.
+"""The command line: `layerwise demo | run | estimate | report | list | fetch`.
 
 User mistakes print one line naming what is wrong and exit with status 2; an interrupted run
 keeps every finished job and resumes when the same command runs again.
@@ -46,6 +46,32 @@ def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, 
     print(f"{cfg.name}: ran {len(ran)} jobs in this process" + (
         f"; {len(failed)} of the sweep's jobs failed (the reason is in each record in {out_dir / 'jobs'}); "
         "to try them again, run the same command with --retry-failed" if failed else ""), file=sys.stderr)
+    if cfg.estimate:
+        from .estimate import write_estimates
+
+        print(f"estimates: {write_estimates(sweep, progress=not quiet)}", file=sys.stderr)
+    print(f"report: {report(out_dir)}")
+    return 0
+
+
+def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: bool) -> int:
+    from .config import load_config
+    from .estimate import train_primaries, write_estimates
+    from .report import report
+    from .sweep import Sweep
+
+    cfg = load_config(config, overrides)
+    out_dir = Path(out or Path("runs") / cfg.name)
+    sweep = Sweep(cfg, out_dir, progress=not quiet)
+    todo = [job for job in sweep.pending() if job.kind == "scratch"]
+    print(f"{cfg.name}: {len(todo)} primaries to train in {out_dir}, then estimates without fine-tuning", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        train_primaries(sweep)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished jobs are kept in {out_dir}; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"estimates: {write_estimates(sweep, progress=not quiet)}", file=sys.stderr)
     print(f"report: {report(out_dir)}")
     return 0
 
@@ -115,6 +141,13 @@ def parser() -> argparse.ArgumentParser:
                           "OUT/replaced/ and run this one (finished jobs are kept and reused)")
     run.add_argument("--retry-failed", action="store_true",
                      help="run again the jobs recorded as failed (a diverged training), instead of keeping them")
+    est = sub.add_parser("estimate", help="train the primaries only and estimate every curve without fine-tuning "
+                         "(linear probe, LogME, H-score, kNN); checked against the real curves when the run has them")
+    est.add_argument("config")
+    est.add_argument("--out", help="run directory (default: runs/NAME), shared with `layerwise run`")
+    est.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, as for run")
+    est.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="rebuild the figures and report.html of a run directory")
     rep.add_argument("dir")
     sub.add_parser("list", help="tasks and architectures")
@@ -131,6 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_run("demo", args.out, [], args.quiet)
         if args.command == "run":
             return cmd_run(args.config, args.out, args.overrides, args.quiet, args.mode, args.retry_failed)
+        if args.command == "estimate":
+            return cmd_estimate(args.config, args.out, args.overrides, args.quiet)
         if args.command == "report":
             return cmd_report(args.dir)
         if args.command == "fetch":

@@ -38,6 +38,7 @@ class Config:
     frozen: Union[str, List[int]] = "all"  # "all" = every l_c in 0..L_H
     pairs: Union[str, List[List[str]]] = "all"  # "all" = every ordered pair with compatible shapes
     checkpoints: str = "all"  # "all": keep every trained model; "primaries": only those transfers start from
+    estimate: bool = False  # also compute the cheap per-layer estimates (estimate.py) and check them
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     arch_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
@@ -161,6 +162,8 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     cfg.checkpoints = raw.get("checkpoints", "all")
     if cfg.checkpoints not in CHECKPOINTS:
         raise UserError(f"{where}: checkpoints must be one of {', '.join(CHECKPOINTS)}; got {cfg.checkpoints!r}")
+    cfg.estimate = raw.get("estimate", False)
+    _check_type(cfg.estimate, bool, "estimate", where)
     cfg.train = _dataclass_from(TrainConfig, raw.get("train", {}), f"{where} [train]")
     cfg.report = _dataclass_from(ReportConfig, raw.get("report", {}), f"{where} [report]")
     if cfg.report.panels not in REPORT_PANELS:

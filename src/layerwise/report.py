@@ -332,6 +332,9 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     if failed:
         parts += ["<h2 id='failed'>Failed jobs</h2>",
                   _table(["job", "reason", "key"], [[_job_name(r), r.get("reason", ""), r["key"]] for r in failed])]
+    from .estimate import write_estimate_report  # its own section, when the run has estimates.csv
+
+    parts.append(write_estimate_report(out, records))
     parts.append('<p>Every number: <a href="results.csv">results.csv</a> (one row per job, split and metric), '
                  '<a href="observations.json">observations.json</a> (every verdict with its statistic), '
                  '<a href="curves.csv">curves.csv</a>, <a href="transferability.csv">transferability.csv</a>, '

@@ -1,0 +1,229 @@
+"""The cheap estimates: each score against values derived by hand or from its definition, their
+invariances, and `layerwise estimate` end to end."""
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from layerwise import estimate
+
+
+def blobs(seed=0, n=60, d=5, classes=3, spread=1.0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    centres = rng.normal(0, 2, (classes, d))
+    return centres[y] + rng.normal(0, spread, (n, d)), y
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-derived values
+
+
+def test_probe_separates_a_threshold_and_counts_validation_hits():
+    train = np.array([[-2.0], [-1.0], [1.0], [2.0]])
+    y = np.array([0, 0, 1, 1])
+    # The threshold sits at 0: -3 and 0.5 are classified 0 and 1; labels [0, 0] make one hit in two.
+    assert estimate.linear_probe(train, y, np.array([[-3.0], [0.5]]), np.array([0, 1])) == 100.0
+    assert estimate.linear_probe(train, y, np.array([[-3.0], [0.5]]), np.array([0, 0])) == 50.0
+
+
+def test_knn_votes_and_breaks_ties_by_the_nearest_neighbour():
+    train = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
+    y = np.array([0, 0, 0, 1, 1])
+    val = np.array([[1.5], [10.5], [6.2]])
+    # k = 3: [1.5] -> three 0s; [10.5] -> 1, 1, 0 -> 1; k = 2 at 6.2: one vote each, 10 is nearer than 2.
+    assert estimate.knn_accuracy(train, y, val[:2], np.array([0, 1]), k=3) == 100.0
+    assert estimate.knn_accuracy(train, y, val[2:], np.array([1]), k=2) == 100.0
+
+
+def test_hscore_is_between_class_over_total_variance_in_one_dimension():
+    y = np.array([0, 0, 1, 1])
+    # Class means 0 and 2 about the grand mean 1: between-class variance 1; total variance 1 and 2.
+    assert estimate.hscore(np.array([[0.0], [0.0], [2.0], [2.0]]), y) == pytest.approx(1.0)
+    assert estimate.hscore(np.array([[-1.0], [1.0], [1.0], [3.0]]), y) == pytest.approx(0.5)
+
+
+def test_hscore_matches_its_definition_in_several_dimensions():
+    f, y = blobs(d=3)
+    centred = f - f.mean(0)
+    between = sum(np.mean(y == c) * np.outer(centred[y == c].mean(0), centred[y == c].mean(0)) for c in range(3))
+    expected = np.trace(np.linalg.inv(np.cov(f.T, bias=True)) @ between)
+    assert estimate.hscore(f, y, shrinkage=0.0) == pytest.approx(expected, rel=1e-9)
+
+
+def direct_evidence(f, t, alpha, beta):
+    """log p(t | F, alpha, beta) / n from the evidence formula, with m solved directly."""
+    n, d = f.shape
+    a = alpha * np.eye(d) + beta * f.T @ f
+    m = beta * np.linalg.solve(a, f.T @ t)
+    value = (n * np.log(beta) + d * np.log(alpha) - n * np.log(2 * np.pi) - beta * np.sum((f @ m - t) ** 2)
+             - alpha * m @ m - np.linalg.slogdet(a)[1]) / 2
+    return value / n
+
+
+@pytest.mark.parametrize("n, d", [(40, 6), (8, 12)])  # more examples than features, and fewer
+def test_logme_evidence_is_the_marginal_likelihood_at_the_best_alpha_beta_of_a_grid(n, d):
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(n, d))
+    t = (f @ rng.normal(size=d) + rng.normal(0, 0.5, n) > 0).astype(float)
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    z = u.T @ t
+    found, alpha, beta = estimate.logme_class(s ** 2, z ** 2, t @ t - z @ z, n, d)
+    # At the fixed point, the evidence formula and the Gaussian marginal likelihood agree with it.
+    assert direct_evidence(f, t, alpha, beta) == pytest.approx(found, abs=1e-9)
+    cov = f @ f.T / alpha + np.eye(n) / beta
+    assert multivariate_normal(np.zeros(n), cov).logpdf(t) / n == pytest.approx(found, abs=1e-9)
+    # No (alpha, beta) on a fine grid around it gives more evidence, and the best of the grid is close.
+    grid = [direct_evidence(f, t, alpha * a, beta * b) for a in np.geomspace(0.1, 10, 41) for b in np.geomspace(0.1, 10, 41)]
+    assert max(grid) <= found + 1e-9
+    assert max(grid) == pytest.approx(found, abs=1e-3)
+
+
+@pytest.mark.parametrize("n, d", [(30, 4), (6, 10)])
+def test_logme_averages_the_classes_evidence(n, d):
+    f, y = blobs(n=n, d=d)
+    per_class = []
+    for c in range(3):
+        t = (y == c).astype(float)
+        u, s, _ = np.linalg.svd(f, full_matrices=False)
+        z = u.T @ t
+        per_class.append(estimate.logme_class(s ** 2, z ** 2, t @ t - z @ z, n, d)[0])
+    assert estimate.logme(f, y) == pytest.approx(np.mean(per_class))
+
+
+def test_logme_prefers_features_that_separate_the_classes():
+    f, y = blobs(spread=0.3)
+    noise = np.random.default_rng(5).normal(size=f.shape)
+    assert estimate.logme(f, y) > estimate.logme(noise, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Invariances
+
+
+def test_logme_is_invariant_to_scaling_every_feature_by_one_factor_but_not_each_by_its_own():
+    """Scaling F by c is absorbed by alpha (the prior precision), so the maximised evidence is the
+    same; the paper's claim does not extend to per-feature scales, and neither does the maths."""
+    f, y = blobs()
+    assert estimate.logme(7.5 * f, y) == pytest.approx(estimate.logme(f, y), rel=1e-6)
+    scales = np.array([0.01, 1.0, 30.0, 1.0, 1.0])
+    assert estimate.logme(f * scales, y) != pytest.approx(estimate.logme(f, y), rel=1e-3)
+
+
+def test_probe_knn_and_hscore_are_invariant_to_feature_scaling():
+    f, y = blobs()
+    v, vy = blobs(seed=1)
+    scales = np.array([0.01, 1.0, 30.0, 2.0, 5.0])
+    assert estimate.linear_probe(f * scales, y, v * scales, vy) == estimate.linear_probe(f, y, v, vy)
+    assert estimate.knn_accuracy(f * scales, y, v * scales, vy) == estimate.knn_accuracy(f, y, v, vy)
+    assert estimate.hscore(f * scales, y, shrinkage=0.0) == pytest.approx(estimate.hscore(f, y, shrinkage=0.0))
+
+
+@pytest.mark.parametrize("score", estimate.SCORES)
+def test_every_score_is_invariant_to_relabelling_the_classes(score):
+    f, y = blobs(spread=2.5)  # overlapping classes, so that mistakes and knn ties occur
+    v, vy = blobs(seed=1, spread=2.5)
+    relabel = np.array([2, 0, 1])
+    before = estimate.all_scores(f, y, v, vy)[score]
+    after = estimate.all_scores(f, relabel[y], v, relabel[vy])[score]
+    assert after == pytest.approx(before, rel=1e-9)
+    assert 0 < estimate.all_scores(f, y, v, vy)["knn"] < 100  # the case above is not trivial
+
+
+def test_wide_features_are_projected_to_at_most_max_dims_with_distances_roughly_kept():
+    import torch
+
+    x = torch.randn(50, 32, 8, 8)  # 2048 values each
+    f = estimate.flat_features(x, max_dims=512)
+    assert f.shape == (50, 512)
+    flat = x.reshape(50, -1).double().numpy()
+    ratio = np.linalg.norm(f[0] - f[1]) / np.linalg.norm(flat[0] - flat[1])
+    assert 0.85 < ratio < 1.15
+    assert np.array_equal(estimate.flat_features(x, max_dims=512), f)  # one projection for every split
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with the real curves
+
+
+def synthetic(real_by_pair, estimate_by_pair, seeds=(0, 1)):
+    """Tables shaped as real_curves() and estimate_sweep() give them, for one architecture."""
+    import pandas as pd
+
+    real = pd.DataFrame([{"arch": "a", "source": s, "target": t, "frozen": k, "fraction": k / 3, "rel": v}
+                         for (s, t), curve in real_by_pair.items() for k, v in enumerate(curve)])
+    est = pd.DataFrame([{"arch": "a", "source": s, "target": t, "seed": seed, "frozen": k, "fraction": k / 3,
+                         "score": "probe", "value": v + 0.01 * seed}
+                        for (s, t), curve in estimate_by_pair.items() for seed in seeds for k, v in enumerate(curve)])
+    return est, real
+
+
+def test_agreement_is_one_for_an_estimate_that_ranks_like_the_real_curve_and_minus_one_reversed():
+    real = {("x", "y"): [0.0, -0.1, -0.3, -0.6], ("y", "x"): [0.1, 0.0, -0.2, -0.2], ("x", "z"): [0.2, 0.1, 0.1, 0.0]}
+    same = {k: [10 * v + 3 for v in c] for k, c in real.items()}  # another scale, the same order
+    _, by_arch = estimate.curve_agreement(*synthetic(real, same))
+    assert by_arch.set_index("arch").loc["a", "tau"] == pytest.approx(1.0)
+    assert by_arch.set_index("arch").loc["a", "rho"] == pytest.approx(1.0)
+    _, by_arch = estimate.curve_agreement(*synthetic(real, {k: [-v for v in c] for k, c in same.items()}))
+    assert by_arch.set_index("arch").loc["all", "tau"] == pytest.approx(-1.0)
+    # Over pairs: x->z > y->x > x->y in real transferability; an estimate whose gains rank them so agrees.
+    gains = {("x", "y"): [0, -3, -6, -9], ("y", "x"): [5, 4, 3, 2], ("x", "z"): [1, 2, 3, 4]}
+    pairs = estimate.pair_agreement(*synthetic(real, gains)).set_index("arch")
+    assert pairs.loc["a", "tau"] == pytest.approx(1.0) and pairs.loc["a", "seeds"] == 2
+
+
+def test_reachable_curves_take_the_best_layer_at_or_above_each_l_c():
+    est, _ = synthetic({}, {("x", "y"): [1.0, 3.0, 2.0, 0.5]}, seeds=(0,))
+    out = estimate.reachable(est)
+    assert list(out.sort_values("frozen")["value"]) == [3.0, 3.0, 2.0, 0.5]
+    assert set(out["score"]) == {"probe (reachable)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_estimate_trains_only_primaries_then_a_run_reuses_them_and_checks_the_estimates(tmp_path, tiny_raw):
+    import csv
+    import json
+
+    from test_cli import layerwise, write_config
+
+    config = write_config(tmp_path, tiny_raw)
+    out = tmp_path / "run"
+    done = layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert len(list((out / "jobs").glob("*.json"))) == 2  # the two primaries, no transfer
+    assert len(json.loads((out / "plan.json").read_text())) == 8  # the report still counts the whole sweep
+    rows = list(csv.DictReader(open(out / "estimates.csv")))
+    assert list(rows[0]) == ["arch", "source", "target", "seed", "frozen", "fraction", "score", "value"]
+    assert {(r["source"], r["target"], r["frozen"], r["score"]) for r in rows} == {
+        (a, b, k, s) for a, b in [("digits", "printed-digits"), ("printed-digits", "digits")] for k in "026"
+        for s in estimate.SCORES}
+    assert len(rows) == 24 and {r["fraction"] for r in rows} == {"0", "0.333333", "1"}
+    html = (out / "report.html").read_text()
+    assert "Estimates without fine-tuning" in html and "estimates.png" in html and (out / "estimates.png").exists()
+    assert "cannot be checked against it" in html
+
+    run = layerwise("run", str(config), "--out", str(out), "--set", "train.epochs=1", "--set", "estimate=true", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert "2 already finished" in run.stderr and "estimates:" in run.stderr
+    agreement = list(csv.DictReader(open(out / "estimate_agreement.csv")))
+    assert {r["score"] for r in agreement} >= set(estimate.SCORES) | {"-l_c (no estimate)"}
+    assert "tau over l_c" in (out / "report.html").read_text()
+
+    again = layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet")
+    assert again.returncode == 0 and "0 primaries to train" in again.stderr, again.stderr  # the same experiment
+    assert len(json.loads((out / "plan.json").read_text())) == 8
+
+
+def test_estimate_must_be_true_or_false(capsys, tmp_path, tiny_raw):
+    from test_cli import write_config
+
+    from layerwise.cli import main
+
+    config = write_config(tmp_path, tiny_raw)
+    assert main(["estimate", str(config), "--out", str(tmp_path / "run"), "--set", "estimate=3"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny.toml" in err and "estimate must be true or false; got 3" in err
+    assert not (tmp_path / "run").exists()
