@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import UserError, unknown
 from .nets import ARCHS
-from .options import check_call_options, check_dataclass_options
+from .options import check_call_options, check_dataclass_options, check_type
 from .tasks import TASKS, Task, make_task
 from .train import TrainConfig
 
@@ -163,7 +163,7 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     if cfg.checkpoints not in CHECKPOINTS:
         raise UserError(f"{where}: checkpoints must be one of {', '.join(CHECKPOINTS)}; got {cfg.checkpoints!r}")
     cfg.estimate = raw.get("estimate", False)
-    _check_type(cfg.estimate, bool, "estimate", where)
+    check_type(cfg.estimate, bool, "estimate", where)
     cfg.train = _dataclass_from(TrainConfig, raw.get("train", {}), f"{where} [train]")
     cfg.report = _dataclass_from(ReportConfig, raw.get("report", {}), f"{where} [report]")
     if cfg.report.panels not in REPORT_PANELS:
