@@ -160,8 +160,11 @@ def plot_dendrogram(related: dict, path: Path) -> None:
     from scipy.cluster.hierarchy import dendrogram
 
     fig, ax = plt.subplots(figsize=(1.2 * len(related["tasks"]) + 3, 3.2))
-    dendrogram(np.array(related["linkage"]), labels=related["tasks"], ax=ax, color_threshold=0)
-    ax.set_ylabel("distance (below the most related pair)")
+    linkage = np.array(related["linkage"])
+    dendrogram(linkage, labels=related["tasks"], ax=ax, color_threshold=0)
+    top = max(float(linkage[:, 2].max()), 1e-9)
+    ax.set_ylim(-0.06 * top, 1.08 * top)  # the first merge sits at 0 by construction: keep it in view
+    ax.set_ylabel("relatedness below the most\nrelated pair (share of margin)", fontsize=8)
     stab = related.get("stability")
     title = "Task relatedness (average linkage)"
     if stab:
