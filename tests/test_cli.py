@@ -167,3 +167,14 @@ def test_a_stopped_run_says_how_to_resume_and_keeps_finished_jobs(tmp_path, tiny
     assert 1 <= kept < 8
     again = layerwise("run", str(config), "--out", str(out), "--quiet")
     assert again.returncode == 0 and f"{kept} already finished" in again.stderr
+
+
+def test_a_runs_resolved_config_reads_back_as_the_same_experiment(tiny_raw):
+    """config.json (unset options written as null) is a config: tools that reread a run rely on it."""
+    from layerwise.config import config_from_dict
+    from layerwise.sweep import plan
+
+    cfg = config_from_dict(tiny_raw, "tiny.toml")
+    again = config_from_dict(json.loads(json.dumps(cfg.to_dict())), "config.json")
+    assert again.train.finetune_lr is None and again.to_dict() == cfg.to_dict()
+    assert [j.key for j in plan(again)] == [j.key for j in plan(cfg)]

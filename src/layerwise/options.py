@@ -62,6 +62,8 @@ def check_dataclass_options(cls, options: Dict[str, Any], what: str, where: str)
         if key not in fields:
             raise unknown(what, key, fields or ["(none)"], where)
         f = fields[key]
+        if value is None and f.default is None:
+            continue  # "not set", as a resolved config (config.json) writes it
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
