@@ -193,6 +193,7 @@ def test_estimate_trains_only_primaries_then_a_run_reuses_them_and_checks_the_es
     out = tmp_path / "run"
     done = layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet")
     assert done.returncode == 0, done.stderr
+    assert "plans no transfer" not in done.stderr  # it does plan them; estimate only trains the primaries
     assert len(list((out / "jobs").glob("*.json"))) == 2  # the two primaries, no transfer
     assert len(json.loads((out / "plan.json").read_text())) == 8  # the report still counts the whole sweep
     rows = list(csv.DictReader(open(out / "estimates.csv")))
@@ -211,6 +212,9 @@ def test_estimate_trains_only_primaries_then_a_run_reuses_them_and_checks_the_es
     agreement = list(csv.DictReader(open(out / "estimate_agreement.csv")))
     assert {r["score"] for r in agreement} >= set(estimate.SCORES) | {"-l_c (no estimate)"}
     assert "tau over l_c" in (out / "report.html").read_text()
+    assert "What to freeze, estimated" in (out / "report.html").read_text()
+    freeze = list(csv.DictReader(open(out / "estimate_freeze.csv")))
+    assert len(freeze) == 2 * len(estimate.ADVICE_SCORES) and all(r["freeze l_c (sweep, validation)"] for r in freeze)
 
     again = layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet")
     assert again.returncode == 0 and "0 primaries to train" in again.stderr, again.stderr  # the same experiment
@@ -227,3 +231,17 @@ def test_estimate_must_be_true_or_false(capsys, tmp_path, tiny_raw):
     err = capsys.readouterr().err
     assert "tiny.toml" in err and "estimate must be true or false; got 3" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_estimated_freeze_advice_is_the_deepest_lc_within_a_point_of_the_best_reachable_score():
+    import pandas as pd
+
+    rows = []
+    for seed, wobble in ((0, 0.2), (1, -0.2)):
+        for frozen, probe, knn in ((0, 80.0, 70.0), (1, 82.0, 69.5), (2, 81.5, 65.0), (3, 79.0, 60.0)):
+            for score, value in (("probe", probe + wobble), ("knn", knn), ("logme", -frozen)):
+                rows.append({"arch": "x", "source": "a", "target": "b", "seed": seed, "frozen": frozen,
+                             "fraction": frozen / 3, "score": score, "value": value})
+    advice = estimate.freeze_advice(pd.DataFrame(rows)).set_index("score")["frozen"].to_dict()
+    # probe reachable: 82, 82, 81.5, 79 -> within 1 point of 82 up to l_c = 2; knn: 70, 69.5, 65, 60 -> 1
+    assert advice == {"probe (reachable)": 2, "knn (reachable)": 1}  # LogME has no unit for a tolerance: it does not advise

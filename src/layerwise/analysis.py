@@ -182,7 +182,7 @@ def _scales(df: pd.DataFrame, base: pd.DataFrame, notes: List[str]) -> pd.DataFr
     return scale[["arch", "target", "fold", "split", "scale"]]
 
 
-def _area(fraction: np.ndarray, values: np.ndarray) -> float:
+def area(fraction: np.ndarray, values: np.ndarray) -> float:
     """Mean height of a curve over its span of depth fractions (trapezoids); a lone point is itself."""
     if len(values) == 1:
         return float(values[0])
@@ -205,7 +205,7 @@ def seed_scores(table: pd.DataFrame, split: str, notes: List[str]) -> pd.DataFra
                 continue
             f = one["fraction"].to_numpy(float)
             rows.append({"arch": arch, "source": source, "target": target, "seed": seed,
-                         "score": _area(f, one["rel"].to_numpy(float)), "points": _area(f, one["gain"].to_numpy(float))})
+                         "score": area(f, one["rel"].to_numpy(float)), "points": area(f, one["gain"].to_numpy(float))})
     if incomplete:
         notes.append(f"{len(incomplete)} curves of one seed lack some l_c and are left out of transferability "
                      f"(first: {incomplete[0]})")

@@ -301,11 +301,11 @@ def _rank_correlations(a, b):
 
 
 def _height(fraction, values) -> float:
-    """The mean height of a curve over its span of depth fractions (trapezoids)."""
-    x, y = np.asarray(fraction, float), np.asarray(values, float)
-    if len(x) < 2 or x[-1] == x[0]:
-        return float(y.mean())
-    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+    """The mean height of a curve over its span of depth fractions (trapezoids), as the analysis
+    measures transferability."""
+    from .analysis import area
+
+    return area(np.asarray(fraction, float), np.asarray(values, float))
 
 
 def _summarise(per_seed, by):
@@ -341,6 +341,26 @@ def depth_only(estimates):
     constant, the worse" (value -l_c), named "-l_c (no estimate)"."""
     one = estimates[estimates["score"] == estimates["score"].iloc[0]].copy()
     return one.assign(value=-one["frozen"].astype(float), score="-l_c (no estimate)")
+
+
+ADVICE_SCORES = ("probe", "knn")  # accuracies in %, so a tolerance in points means what it does for the sweep
+
+
+def freeze_advice(estimates, tolerance: float = 1.0):
+    """What to freeze by the estimates alone, per (arch, pair, score): the deepest l_c whose
+    reachable score (averaged over seeds) stays within `tolerance` accuracy points of the best the
+    primary offers anywhere (its reachable value at the shallowest l_c). Only the accuracy-like
+    scores advise; LogME and H-score have no unit a tolerance could be given in."""
+    import pandas as pd
+
+    chosen = reachable(estimates[estimates["score"].isin(ADVICE_SCORES)])
+    mean = chosen.groupby(KEYS + ["score", "frozen"], as_index=False)["value"].mean()
+    rows = []
+    for key, curve in mean.groupby(KEYS + ["score"]):
+        curve = curve.sort_values("frozen")
+        within = curve[curve["value"] >= curve["value"].iloc[0] - tolerance]  # a prefix: reachable never rises
+        rows.append({**dict(zip(KEYS + ["score"], key)), "frozen": int(within["frozen"].max()), "tolerance": tolerance})
+    return pd.DataFrame(rows, columns=KEYS + ["score", "frozen", "tolerance"])
 
 
 def curve_agreement(estimates, real):
@@ -465,6 +485,24 @@ def write_estimate_report(out, records) -> str:
                "per ordered pair, a line per architecture.")
     parts.append(f'<figure><img src="estimates.png" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
                  "</figcaption></figure>")
+    advice = freeze_advice(estimates)
+    real_advice = {}
+    if real is not None and not real.empty:
+        from .analysis import per_seed, what_to_freeze
+
+        real_advice = {(w["arch"], w["source"], w["target"]): w["frozen"] for w in what_to_freeze(per_seed(done), 1.0)}
+    advice["real"] = [real_advice.get(k) for k in zip(advice["arch"], advice["source"], advice["target"])]
+    header = ["arch", "primary", "secondary", "score", "freeze l_c (estimate)", "freeze l_c (sweep, validation)"]
+    rows = [[r["arch"], r["source"], r["target"], r["score"], r["frozen"],
+             "" if r["real"] is None else r["real"]] for r in advice.to_dict("records")]
+    write_csv(out / "estimate_freeze.csv", header, rows)
+    matched = advice.dropna(subset=["real"])
+    agreement = "".join(f" {score}: {int((g['frozen'] == g['real']).sum())} of {len(g)} equal to the sweep's choice, "
+                        f"mean distance {np.mean(np.abs(g['frozen'] - g['real'])):.1f} layers."
+                        for score, g in matched.groupby("score"))
+    parts += ["<h3>What to freeze, estimated</h3><p><b>Estimates</b>, not measurements: the deepest l_c whose "
+              "reachable probe or kNN accuracy stays within 1 point of the best the primary offers; beside it, the "
+              "sweep's own choice on validation data where it ran." + agreement + "</p>", _table(header, rows)]
     if real is None or real.empty:
         parts.append("<p>The sweep has no finished transfers yet, so the estimates cannot be checked against it; "
                      "<code>layerwise run</code> with the same config produces the real curves.</p>")

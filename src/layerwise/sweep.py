@@ -237,8 +237,8 @@ class Sweep:
         self.store.check_experiment([job.key for job in self.jobs], self.mode)
 
     def warn_without_transfers(self) -> None:
-        if any(job.kind == "transfer" for job in self.jobs):
-            return
+        if ordered_pairs(self.cfg, {name: self.cfg.task(name) for name in self.cfg.tasks}):
+            return  # (asked of the config, not of self.jobs, which `layerwise estimate` narrows to primaries)
         if len(self.cfg.tasks) == 1:
             why = "it has one task"
         elif self.cfg.pairs != "all":
