@@ -245,3 +245,10 @@ def test_estimated_freeze_advice_is_the_deepest_lc_within_a_point_of_the_best_re
     advice = estimate.freeze_advice(pd.DataFrame(rows)).set_index("score")["frozen"].to_dict()
     # probe reachable: 82, 82, 81.5, 79 -> within 1 point of 82 up to l_c = 2; knn: 70, 69.5, 65, 60 -> 1
     assert advice == {"probe (reachable)": 2, "knn (reachable)": 1}  # LogME has no unit for a tolerance: it does not advise
+
+
+def test_a_damaged_estimates_file_is_named_and_the_report_still_builds(tmp_path, capsys):
+    (tmp_path / "estimates.csv").write_bytes(b"\x00\x01garbage,\n\"unterminated")
+    assert estimate.write_estimate_report(tmp_path, []) == ""
+    err = capsys.readouterr().err
+    assert "estimates.csv cannot be read" in err and "layerwise estimate" in err

@@ -470,7 +470,17 @@ def write_estimate_report(out, records) -> str:
     out = Path(out)
     if not (out / "estimates.csv").exists():
         return ""
-    estimates = pd.read_csv(out / "estimates.csv")
+    try:
+        estimates = pd.read_csv(out / "estimates.csv")
+        missing = set(COLUMNS) - set(estimates.columns)
+        if missing:
+            raise ValueError(f"it lacks the column(s) {', '.join(sorted(missing))}")
+    except (ValueError, OSError) as err:  # pandas' parser errors are ValueErrors
+        from .errors import warn
+
+        warn(f"{out / 'estimates.csv'} cannot be read ({err}); its report section is left out: "
+             "run `layerwise estimate` again to remake it")
+        return ""
     done = [r for r in records if r.get("status", "ok") == "ok"]
     real = real_curves(done) if any(r.get("kind") == "transfer" for r in done) else None
     plot_estimates(estimates, real, out / "estimates.png")
