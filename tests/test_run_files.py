@@ -176,6 +176,30 @@ def test_an_out_folder_that_is_not_a_run_is_refused_and_left_alone(capsys, tmp_p
     assert (out / "results.csv").read_text() == "my,own,results\n"
 
 
+def test_a_worker_starting_beside_another_waits_for_its_start_instead_of_refusing_the_folder(tmp_path):
+    """Two workers started together: the second must not take the first's half-written start (its
+    lock, the temporary file of its config) for somebody else's files, and must not read the
+    config before the plan is there."""
+    import threading
+
+    out = tmp_path / "run"
+    first, second = Store(out), Store(out)
+    order = []
+    with first.locked():
+        (out / ".config.json.tmp4242").write_text("{")  # the first worker is writing its config
+        second.check_empty()  # not refused: those files are a run's own
+
+        def start_second():
+            with second.locked():
+                order.append("second")
+        thread = threading.Thread(target=start_second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first")  # still inside the first worker's lock: the second waits
+    thread.join(timeout=10)
+    assert order == ["first", "second"]
+
+
 def test_another_experiment_in_a_run_directory_is_refused_unless_extended_or_replaced(capsys, tmp_path, one_task):
     out = tmp_path / "run"
     assert run(capsys, one_task, out)[0] == 0

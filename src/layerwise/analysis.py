@@ -361,7 +361,9 @@ def _symmetric_distance(matrix: np.ndarray) -> np.ndarray:
     distance is how far it falls below the most related pair's."""
     both = np.where(np.isnan(matrix), matrix.T, matrix)
     np.fill_diagonal(both, 0.0)
-    sym = np.nanmean(np.stack([both, both.T]), axis=0)
+    pair = np.stack([both, both.T])
+    runs = np.isfinite(pair).sum(axis=0)
+    sym = np.where(runs > 0, np.nansum(pair, axis=0) / np.maximum(runs, 1), np.nan)  # NaN: neither direction ran
     top = np.nanmax(sym[~np.eye(len(sym), dtype=bool)]) if np.isfinite(sym).any() else 0.0
     dist = top - sym
     worst = np.nanmax(dist) if np.isfinite(dist).any() else 1.0

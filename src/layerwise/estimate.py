@@ -258,7 +258,8 @@ def train_primaries(sweep) -> None:
         sweep.run()
     finally:
         sweep.jobs, sweep.mode = planned, mode
-    sweep.store.start(sweep.cfg.to_dict(), [job.key for job in planned], "extend")
+    with sweep.store.locked():
+        sweep.store.start(sweep.cfg.to_dict(), [job.key for job in planned], "extend")
 
 
 def write_estimates(sweep, progress: bool = True):

@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -29,6 +30,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError, warn
+
+try:
+    import fcntl
+except ImportError:  # Windows: workers sharing a directory there may race at start
+    fcntl = None
 
 # results.csv: one row per (job, split, metric). `main` marks the task's own metric (the one that
 # selects the epoch and draws the curves); `chance` is that metric's value for a predictor that
@@ -115,6 +121,17 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+LOCK_FILE = ".layerwise.lock"
+
+
+def _own_start(path: Path) -> bool:
+    """What a run leaves in its folder before its config is written: the lock, empty folders of
+    a run stopped that early, the temporary file of a config being written right now."""
+    if path.name == LOCK_FILE or re.fullmatch(r"\.(config|plan)\.json\.tmp\d+", path.name):
+        return True
+    return path.name in ("jobs", "checkpoints", "claims") and path.is_dir() and not any(path.iterdir())
+
+
 class DamagedCheckpoint(UserError):
     """A checkpoint that is missing or cannot be read; the job that made it must train again."""
 
@@ -144,6 +161,22 @@ class Store:
     def is_run(self) -> bool:
         return (self.root / "config.json").exists()
 
+    @contextmanager
+    def locked(self):
+        """Hold the run directory's lock, creating the folder if need be: workers started together
+        check and start the experiment one at a time, so none sees another's half-written start."""
+        self.check_empty()
+        lock = self.root / LOCK_FILE
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(lock, "a")
+        except OSError as err:
+            raise UserError(f"cannot write {lock}: {err.strerror}") from None
+        with handle:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     def check_empty(self) -> None:
         """Refuse a folder that is neither a run directory nor empty: a run must not overwrite
         files that are not its own (a results.csv of something else)."""
@@ -151,8 +184,7 @@ class Store:
             return
         if not self.root.is_dir():
             raise UserError(f"{self.root} is a file, not a folder; choose a new --out")
-        own = {"jobs", "checkpoints", "claims"}  # made by a run stopped before its config was written
-        other = sorted(p.name for p in self.root.iterdir() if not (p.name in own and p.is_dir() and not any(p.iterdir())))
+        other = sorted(p.name for p in self.root.iterdir() if not _own_start(p))
         if other:
             raise UserError(f"{self.root} is not empty and is not a layerwise run directory (it has no config.json but "
                             f"holds {', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); choose a new --out, "

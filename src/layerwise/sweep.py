@@ -294,7 +294,9 @@ class Sweep:
         self.check_directory()
         self.check_data(self.pending())
         self.warn_without_transfers()
-        self.store.start(self.cfg.to_dict(), [job.key for job in self.jobs], self.mode)
+        with self.store.locked():  # another worker may be starting the same sweep this moment
+            self.check_directory()
+            self.store.start(self.cfg.to_dict(), [job.key for job in self.jobs], self.mode)
         if self.retry_failed:
             for job in self.failed():
                 self.store.remove_record(job.key)
