@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from tqdm.auto import tqdm
 
+from . import given
 from .config import Config
 from .errors import UserError, warn
 from .net import LayeredNet, count_parameters
@@ -43,7 +44,7 @@ SIMILARITY_EXAMPLES = 500  # validation examples on which a transfer's layers ar
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # "scratch" or "transfer"
+    kind: str  # "scratch", "transfer" or "given" (a primary loaded, not trained: given.py)
     arch: str
     target: str
     seed: int
@@ -56,6 +57,8 @@ class Job:
 
     def describe(self) -> str:
         target = named_fold(self.target, self.fold)
+        if self.kind == "given":
+            return f"{self.arch} {self.target} (given primary)"
         if self.kind == "scratch":
             return f"{self.arch} {target} seed {self.seed}"
         return f"{self.arch} {named_fold(self.source, self.source_fold)}->{target} l_c={self.frozen} seed {self.seed}"
@@ -90,6 +93,8 @@ def arch_identity(cfg: Config, arch: str, task: Task) -> dict:
 
 
 def ordered_pairs(cfg: Config, tasks: Dict[str, Task]) -> List[Tuple[str, str]]:
+    if cfg.primary is not None:
+        return [(cfg.primary.name, name) for name in cfg.tasks]
     if cfg.pairs != "all":
         for a, b in cfg.pairs:
             if tasks[a].input_shape != tasks[b].input_shape:
@@ -124,9 +129,11 @@ def plan(cfg: Config) -> List[Job]:
     finetune_lr = train.pop("finetune_lr")  # transfers only, and in their keys only when set
     tuning = train if finetune_lr is None else {**train, "finetune_lr": finetune_lr}
     jobs, scratch = [], {}
+    if cfg.primary is not None:
+        jobs.append(given_job(cfg, tasks, scratch, folds))
     for arch in cfg.archs:
         for seed in cfg.seeds:
-            for name in tasks:
+            for name in tasks if cfg.primary is None or cfg.primary.baseline else []:
                 for task in folds[name]:
                     spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch_identity(cfg, arch, task),
                             "task": task.identity(), "seed": seed, "train": train}
@@ -155,12 +162,28 @@ def plan(cfg: Config) -> List[Job]:
     return jobs
 
 
+def given_job(cfg: Config, tasks: Dict[str, Task], scratch: dict, folds: dict) -> Job:
+    """The job that loads a given primary, standing in for the trained primary of every seed;
+    every task must take its input shape."""
+    shape = tasks[cfg.tasks[0]].input_shape
+    for name, task in tasks.items():
+        if task.input_shape != shape:
+            raise UserError(f"{cfg.source}: tasks {cfg.tasks[0]!r} and {name!r} have different input shapes "
+                            f"({shape} and {task.input_shape}); a given primary takes one")
+    spec = {"v": KEY_VERSION, "kind": "given", "primary": given.identity(cfg, shape)}
+    job = Job("given", cfg.primary.arch, cfg.primary.name, cfg.seeds[0], digest(spec))
+    for seed in cfg.seeds:
+        scratch[job.arch, seed, job.target, None] = job
+    folds[job.target] = [job]  # fold_pairs reads only `.fold`: None, the one instance of the primary
+    return job
+
+
 def units(jobs: List[Job]) -> List[List[Job]]:
     """Units of work, in plan order: each primary alone, then every `l_c` of one (primary,
     secondary) together."""
     out: Dict[object, List[Job]] = {}
     for job in jobs:
-        out.setdefault(job.key if job.kind == "scratch" else (job.primary, job.target, job.fold), []).append(job)
+        out.setdefault(job.key if job.primary is None else (job.primary, job.target, job.fold), []).append(job)
     return list(out.values())
 
 
@@ -270,7 +293,10 @@ class Sweep:
 
     def primary(self, job: Job) -> LayeredNet:
         if self._primary is None or self._primary[0] != job.primary:
-            net = build(self.cfg, job.arch, self.task(job.source, job.source_fold))
+            if self.cfg.primary is not None:
+                net = given.primary_net(self.cfg, self.cfg.task(job.target).input_shape, weights=False)
+            else:
+                net = build(self.cfg, job.arch, self.task(job.source, job.source_fold))
             self.store.load_checkpoint(job.primary, net)
             self._primary = (job.primary, net.to(self.device).eval())
         return self._primary[1]
@@ -278,7 +304,7 @@ class Sweep:
     def check_data(self, jobs: List[Job]) -> None:
         """Fail before any training when a task's data is missing: loading it raises the task's
         own message (what is expected, where, how to get it), or fetches it where allowed."""
-        for name, fold in dict.fromkeys((job.target, job.fold) for job in jobs):
+        for name, fold in dict.fromkeys((job.target, job.fold) for job in jobs if job.kind != "given"):
             task = self.task(name, fold)
             if not task.available():
                 task.load(0)
@@ -312,7 +338,7 @@ class Sweep:
                 todo = [u for u in units(self.jobs) if any(job.key not in finished for job in u)]
                 if not todo:
                     break
-                ready = [u for u in todo if u[0].kind == "scratch" or u[0].primary in finished]
+                ready = [u for u in todo if u[0].primary is None or u[0].primary in finished]
                 unit = next((u for u in ready if self.store.claim(u[0].key)), None)
                 if unit is None:  # what is left is running elsewhere, or waits for a primary that is
                     bar.set_description(f"waiting for {len(todo)} units claimed in {self.store.claims}", refresh=False)
@@ -352,6 +378,8 @@ class Sweep:
     def run_job(self, job: Job, on_epoch=None) -> dict:
         """Train one job and write its record: "status" "ok", or "failed" with the reason when its
         training diverged or its primary failed."""
+        if job.kind == "given":
+            return self.load_given(job)
         task = self.task(job.target, job.fold)
         if job.kind == "transfer":
             primary = self.store.record(job.primary)
@@ -383,6 +411,17 @@ class Sweep:
             sample = probe_sample(len(data.val), SIMILARITY_EXAMPLES, job.seed, data.val.groups)
             probe = data.val.x[sample.to(self.device)]
             record["similarity"] = layer_similarity(primary, net, probe)
+        self.store.write_record(record)
+        return record
+
+    def load_given(self, job: Job) -> dict:
+        """Load the given primary, keep it as this job's checkpoint (what its transfers start
+        from, as from a trained primary's) and record it, with no metrics of its own."""
+        net = given.primary_net(self.cfg, self.cfg.task(self.cfg.tasks[0]).input_shape, weights=True)
+        self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
+        record = {**dataclasses.asdict(job), "status": "ok", "checkpoint": self.cfg.primary.checkpoint,
+                  "num_layers": net.num_layers, "parameters": count_parameters(net), "val": {}, "test": {},
+                  "history": [], "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.store.write_record(record)
         return record
 

@@ -1,0 +1,126 @@
+"""A given primary: loaded from a checkpoint (or built by a callable), never trained."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from layerwise.cli import main
+from layerwise.config import config_from_dict
+from layerwise.sweep import Sweep
+
+
+def transfers(out, source, target):
+    """{(seed, l_c): (val, test)} of the transfers from `source` to `target` recorded in `out`."""
+    found = {}
+    for path in (out / "jobs").glob("*.json"):
+        r = json.loads(path.read_text())
+        if r["kind"] == "transfer" and r["source"] == source and r["target"] == target:
+            found[r["seed"], r["frozen"]] = (r["val"], r["test"])
+    return found
+
+
+def primary_checkpoint(out, task):
+    """The checkpoint a sweep saved for its primary of `task`."""
+    key = next(json.loads(p.read_text())["key"] for p in (out / "jobs").glob("*.json")
+               if json.loads(p.read_text())["kind"] == "scratch" and json.loads(p.read_text())["target"] == task)
+    return out / "checkpoints" / f"{key}.safetensors"
+
+
+def given_config(tiny_raw, checkpoint, **primary):
+    raw = {**tiny_raw, "tasks": ["printed-digits"],
+           "primary": {"checkpoint": str(checkpoint), "arch": "alexnet-small", "name": "digits", **primary}}
+    return raw
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny sweep that trained its own primaries (both directions)."""
+    from conftest import TINY
+
+    out = tmp_path_factory.mktemp("trained")
+    Sweep(config_from_dict(TINY, "tiny.toml"), out, progress=False).run()
+    return out
+
+
+def test_a_checkpoint_saved_by_one_run_is_the_given_primary_of_another(trained, tiny_raw, tmp_path):
+    cfg = config_from_dict(given_config(tiny_raw, primary_checkpoint(trained, "digits")), "given.toml")
+    Sweep(cfg, tmp_path, progress=False).run()
+    expected = transfers(trained, "digits", "printed-digits")
+    assert len(expected) == 3
+    assert transfers(tmp_path, "digits", "printed-digits") == expected
+    records = [json.loads(p.read_text()) for p in (tmp_path / "jobs").glob("*.json")]
+    assert sorted(r["kind"] for r in records) == ["given", "scratch", "transfer", "transfer", "transfer"]
+    baseline = next(r for r in records if r["kind"] == "scratch")
+    assert (trained / "jobs" / f"{baseline['key']}.json").exists()  # the same baseline job as the trained run's
+
+
+def test_freeze_prints_the_advice_from_a_checkpoint(trained, tmp_path, capsys):
+    ckpt = primary_checkpoint(trained, "digits")
+    code = main(["freeze", "--model", str(ckpt), "--arch", "alexnet-small", "--data", "printed-digits",
+                 "--out", str(tmp_path / "run"), "--quiet", "--set", "train.epochs=2",
+                 "--set", "arch_options.alexnet-small.width=4", "--set", "arch_options.alexnet-small.hidden=16",
+                 "--set", "task_options.printed-digits.per_class=20", "--set", "frozen=[0,2,6]"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    advice = json.loads((tmp_path / "run" / "observations.json").read_text())["what_to_freeze"]
+    assert len(advice) == 1 and advice[0]["source"] == ckpt.stem and advice[0]["target"] == "printed-digits"
+    assert f"l_c = {advice[0]['frozen']}" in printed
+    assert (tmp_path / "run" / "curves.png").exists()
+
+
+@pytest.fixture
+def checkpoint(trained):
+    return load_file(str(primary_checkpoint(trained, "digits")))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("layers.0.0.weight"), r"missing keys layers\.0\.0\.weight$"),
+    (lambda s: s.update(extra=torch.zeros(2)), r"unexpected keys extra$"),
+    (lambda s: s.update({"head.bias": torch.zeros(3)}), r"shapes differ: head\.bias is \[3\] in the checkpoint, \[10\] in the model$"),
+])
+def test_a_checkpoint_that_does_not_fit_is_named_in_one_line(checkpoint, change, message, tiny_raw, tmp_path, capsys):
+    change(checkpoint)
+    save_file(checkpoint, str(tmp_path / "bad.safetensors"))
+    (tmp_path / "given.toml").write_text(toml_of(given_config(tiny_raw, "bad.safetensors")))
+    code = main(["run", str(tmp_path / "given.toml"), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"checkpoint {tmp_path / 'bad.safetensors'} does not fit arch 'alexnet-small' with 10 outputs" in err
+    assert __import__("re").search(message, err)
+
+
+class Payload:
+    """Unpickling this runs code: it creates the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickled_checkpoint_is_refused_not_run(tmp_path, tiny_raw, capsys):
+    torch.save({"weights": Payload(tmp_path / "ran")}, tmp_path / "model.pt")
+    (tmp_path / "given.toml").write_text(toml_of(given_config(tiny_raw, "model.pt")))
+    code = main(["run", str(tmp_path / "given.toml"), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot read checkpoint {tmp_path / 'model.pt'} as weights only" in err
+    assert not (tmp_path / "ran").exists()
+
+
+def toml_of(raw):
+    """Just enough TOML for these configs (strings, numbers, lists, one level of tables)."""
+    def value(v):
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+    top = [f"{k} = {value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    tables = []
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            tables.append(f"[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items() if not isinstance(vv, dict)))
+            for kk, vv in v.items():
+                if isinstance(vv, dict):
+                    tables.append(f"[{k}.\"{kk}\"]\n" + "\n".join(f"{a} = {value(b)}" for a, b in vv.items()))
+    return "\n".join(top) + "\n" + "\n".join(tables) + "\n"
