@@ -124,3 +124,61 @@ def toml_of(raw):
                 if isinstance(vv, dict):
                     tables.append(f"[{k}.\"{kk}\"]\n" + "\n".join(f"{a} = {value(b)}" for a, b in vv.items()))
     return "\n".join(top) + "\n" + "\n".join(tables) + "\n"
+
+
+def test_a_module_built_by_a_callable_and_cut_by_its_family_is_a_given_primary(tiny_raw, tmp_path):
+    from torchvision_like import resnet18_like
+
+    weights = resnet18_like().state_dict()
+    torch.save(weights, tmp_path / "resnet.pt")
+    raw = {**tiny_raw, "tasks": ["printed-digits"], "frozen": [0, 5], "train": {"epochs": 1, "batch_size": 64},
+           "primary": {"arch": "torchvision_like:resnet18_like", "checkpoint": str(tmp_path / "resnet.pt")}}
+    del raw["arch_options"], raw["archs"]
+    Sweep(config_from_dict(raw, "given.toml"), tmp_path / "run", progress=False).run()
+    records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "jobs").glob("*.json")]
+    assert {(r["kind"], r["source"], r["frozen"], r["status"], r["num_layers"]) for r in records} == {
+        ("given", None, None, "ok", 5), ("scratch", None, None, "ok", 5),
+        ("transfer", "resnet", 0, "ok", 5), ("transfer", "resnet", 5, "ok", 5)}
+    given = next(r for r in records if r["kind"] == "given")
+    kept = load_file(str(tmp_path / "run" / "checkpoints" / f"{given['key']}.safetensors"))
+    assert torch.equal(kept["layers.0.conv1.weight"], weights["conv1.weight"])
+    assert torch.equal(kept["head.fc.weight"], weights["fc.weight"])
+
+
+class Gain(torch.nn.Module):
+    """A layer of one's own, with a parameter and no reset_parameters()."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(8))
+
+    def forward(self, x):
+        return x * self.gain
+
+
+class Scaled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 8), torch.nn.ReLU())
+        self.scale = Gain()
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.scale(self.body(x)))
+
+
+def test_an_architecture_that_cannot_be_reset_asks_for_no_baseline(tiny_raw, tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    raw = {**tiny_raw, "tasks": ["printed-digits"], "frozen": [0, 2],
+           "primary": {"arch": "test_given_primary:Scaled", "cuts": ["body", "scale"]}}
+    del raw["arch_options"], raw["archs"]
+    (tmp_path / "given.toml").write_text(toml_of(raw))
+    code = main(["run", str(tmp_path / "given.toml"), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "submodule 'scale' (Gain) has parameters but no reset_parameters()" in err
+    assert "set baseline = false in [primary]" in err
+    raw["primary"]["baseline"] = False
+    (tmp_path / "given.toml").write_text(toml_of(raw))
+    assert main(["run", str(tmp_path / "given.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    kinds = sorted(json.loads(p.read_text())["kind"] for p in (tmp_path / "run" / "jobs").glob("*.json"))
+    assert kinds == ["given", "transfer", "transfer"]

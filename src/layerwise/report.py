@@ -296,7 +296,10 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     if failed:
         parts.append(f"<p class='warn'><b>{len(failed)} jobs failed</b> and are left out of every statistic "
                      "(see <a href='#failed'>Failed jobs</a>).</p>")
-    parts += [f"<p>{len(done)} finished jobs ({scratch} trained from scratch, {len(done) - scratch} transfers); "
+    given = [r["target"] for r in done if r.get("kind") == "given"]  # a primary loaded, not trained (given.py)
+    loaded = f", the given primary {html.escape(', '.join(given))}" if given else ""
+    parts += [f"<p>{len(done)} finished jobs ({scratch} trained from scratch, "
+              f"{sum(r.get('kind') == 'transfer' for r in done)} transfers{loaded}); "
               f"tasks: {html.escape(', '.join(tasks))}; architectures: {html.escape(', '.join(config.get('archs', [])))}; "
               f"seeds: {html.escape(', '.join(map(str, config.get('seeds', []))))}. Metrics are on the {obs.get('split', 'test')} "
               "split at the epoch chosen by the validation metric; what to freeze is chosen on the validation split. "

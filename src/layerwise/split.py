@@ -83,14 +83,14 @@ def _check_names(module: nn.Module, cuts: List[str], what: str) -> List[str]:
 
 def _atoms(module: nn.Module, prefix: str, cuts: List[str]) -> List[Atom]:
     """The module's submodules in registration order, opened up only where a cut lies inside one."""
+    own = [n for n, _ in module.named_parameters(recurse=False)]
+    if own:
+        raise UserError(f"cannot cut inside {prefix[:-1] or 'the module'} ({type(module).__name__}): it holds parameters "
+                        f"of its own ({', '.join(own)}) that its forward uses outside its submodules")
     out = []
     for name, child in module.named_children():
         full = prefix + name
         if any(c.startswith(full + ".") for c in cuts):
-            own = [n for n, _ in child.named_parameters(recurse=False)]
-            if own:
-                raise UserError(f"cannot cut inside {full!r} ({type(child).__name__}): it holds parameters of its "
-                                f"own ({', '.join(own)}) that its forward uses outside its submodules")
             out += _atoms(child, full + ".", cuts)
         else:
             out.append((full, child))
