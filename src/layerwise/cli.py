@@ -67,7 +67,7 @@ def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: b
     cfg = load_config(config, overrides)
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet)
-    todo = [job for job in sweep.pending() if job.kind == "scratch"]
+    todo = [job for job in sweep.pending() if job.primary is None]
     print(f"{cfg.name}: {len(todo)} primaries to train in {out_dir}, then estimates without fine-tuning", file=sys.stderr)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
