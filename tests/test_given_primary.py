@@ -182,3 +182,17 @@ def test_an_architecture_that_cannot_be_reset_asks_for_no_baseline(tiny_raw, tmp
     assert main(["run", str(tmp_path / "given.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     kinds = sorted(json.loads(p.read_text())["kind"] for p in (tmp_path / "run" / "jobs").glob("*.json"))
     assert kinds == ["given", "transfer", "transfer"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nowhere.safetensors", "--arch", "alexnet-small"], "checkpoint {tmp}/nowhere.safetensors does not exist"),
+    (["--arch", "torchvision_like:resnet18_like", "--cuts", "layer2", "layer1"],
+     "cannot cut ResNet: the cuts must be in execution order, which is ['layer1', 'layer2']"),
+    (["--arch", "torchvision_like:no_such_function"], "torchvision_like has no function 'no_such_function'"),
+])
+def test_freeze_names_what_is_wrong_in_one_line(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["freeze", *args, "--data", "printed-digits", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and message.format(tmp=tmp_path) in err
+    assert not (tmp_path / "runs").exists()

@@ -63,8 +63,8 @@ def advice(out: Path, baseline: bool = True) -> List[str]:
                 "not established: " + ("one seed gives no interval; run more seeds (--seeds)" if obs["seeds"] < 2
                                        else "an interval reaches past the tolerance; more seeds narrow it"))
         lines.append(f"{pair}: freeze the first {w['frozen']} of {w['num_layers']} body layers (l_c = {w['frozen']}): "
-                     f"no l_c up to it loses more than {tolerance:g} point{'' if tolerance == 1 else 's'} of {metric} against training from scratch, "
-                     f"on the validation split{at_test}; {sure}")
+                     f"up to it, no l_c loses significantly more than {tolerance:g} point{'' if tolerance == 1 else 's'} "
+                     f"of {metric} against training from scratch, on the validation split{at_test}; {sure}")
     if not lines:
         lines.append("no advice: " + ("; ".join(obs["notes"]) or "no transfer finished"))
     (out / ADVICE_FILE).write_text("\n".join(lines) + "\n")
