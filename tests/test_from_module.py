@@ -8,7 +8,7 @@ from layerwise.errors import UserError
 from layerwise.net import LayeredNet
 from layerwise.nets.cuts import CUTS
 from layerwise.transfer import transfer
-from torchvision_like import VGG, AlexNet, ResNet
+from torchvision_like import VGG, AlexNet, ResNet, TimmResNet
 
 
 def example(*shape):
@@ -32,6 +32,13 @@ def test_resnet_split_at_its_stages_reproduces_its_own_output():
     assert torch.equal(net.eval()(x), resnet(x))
     assert net.features(x).shape == (4, 16)  # torch.flatten in ResNet.forward became part of the last stage
     assert net.layers[0][0] is resnet.conv1  # the module's own submodules, not copies
+
+
+def test_timm_resnet_splits_at_its_own_names():
+    x = example(1, 32, 32)
+    resnet = trained_statistics(TimmResNet(in_channels=1), x)
+    net = LayeredNet.from_module(resnet, CUTS["timm-resnet"], x)
+    assert net.num_layers == 5 and torch.equal(net.eval()(x), resnet(x))
 
 
 @pytest.mark.parametrize("name, model", [("vgg11", lambda: VGG((1, 1, 2, 2, 2))),

@@ -95,3 +95,31 @@ class AlexNet(nn.Module):
 
 def resnet18_like(num_classes=10):
     return ResNet(num_classes=num_classes, in_channels=1)
+
+
+class SelectAdaptivePool2d(nn.Module):
+    """timm's global pooling: a pool and a flatten, as submodules."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool, self.flatten = nn.AdaptiveAvgPool2d(1), nn.Flatten(1)
+
+    def forward(self, x):
+        return self.flatten(self.pool(x))
+
+
+class TimmResNet(ResNet):
+    """timm.models.ResNet's names: act1 for the stem's ReLU, global_pool, forward_features/head."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.act1 = self.relu
+        del self.relu, self.avgpool
+        self.global_pool = SelectAdaptivePool2d()
+
+    def forward_features(self, x):
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x):
+        return self.fc(self.global_pool(self.forward_features(x)))
