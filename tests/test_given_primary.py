@@ -182,6 +182,7 @@ def test_an_architecture_that_cannot_be_reset_asks_for_no_baseline(tiny_raw, tmp
     assert main(["run", str(tmp_path / "given.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     kinds = sorted(json.loads(p.read_text())["kind"] for p in (tmp_path / "run" / "jobs").glob("*.json"))
     assert kinds == ["given", "transfer", "transfer"]
+    assert "<b>No baseline:</b>" in (tmp_path / "run" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

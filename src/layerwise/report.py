@@ -306,6 +306,10 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
               "Intervals are 95% t intervals over seeds (sample standard deviation), tests pair by seed, and "
               "Holm's correction keeps the false-positive rate of each table at 5%.</p>",
               "<h2>Summary</h2>", *(f"<p>{html.escape(line)}</p>" for line in analysis.summary(obs))]
+    if config.get("primary", {}).get("baseline") is False:
+        parts.append("<p class='warn'><b>No baseline:</b> the given primary's architecture is not trained from scratch "
+                     "([primary] baseline = false), so no transfer is compared with anything and there is no advice; "
+                     "each l_c's metrics are in results.csv.</p>")
     for name, caption in figures:
         parts.append(f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
     parts += ["<h2>Asymmetry</h2><p>A → B against B → A in normalised transferability, paired by seed; "
