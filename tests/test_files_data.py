@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import cli_env
+from layerwise.cli import main
 from layerwise.config import config_from_dict
 from layerwise.errors import UserError
 from layerwise.sweep import plan
@@ -301,11 +302,16 @@ def test_classes_option_is_checked_against_the_files(tmp_path):
 
 # --- from a config -------------------------------------------------------------------------------
 
-def data_config(tmp_path, **extra):
-    image_folder(tmp_path / "data" / "shapes", {"ring": 12, "square": 12, "line": 12}, size=(20, 20))
+def shapes(tmp_path) -> Path:
+    """Three classes of 20x20 images under tmp_path/data/shapes, for a config beside them."""
+    return image_folder(tmp_path / "data" / "shapes", {"ring": 12, "square": 12, "line": 12}, size=(20, 20))
+
+
+def data_config(tmp_path):
+    shapes(tmp_path)
     return {"name": "mine", "tasks": ["digits", "shapes"], "archs": ["alexnet-small"], "frozen": [0, 6],
             "train": {"epochs": 1, "batch_size": 16}, "arch_options": {"alexnet-small": {"width": 4, "hidden": 16}},
-            "data": {"shapes": {"kind": "image-folder", "path": "data/shapes", "shape": [1, 16, 16], **extra}}}
+            "data": {"shapes": {"kind": "image-folder", "path": "data/shapes", "shape": [1, 16, 16]}}}
 
 
 def test_a_data_table_makes_a_task_with_its_path_relative_to_the_config(tmp_path):
@@ -341,14 +347,30 @@ def test_data_may_not_take_a_registered_tasks_name(tmp_path):
         config_from_dict(raw, str(tmp_path / "mine.toml"))
 
 
-def write_toml(tmp_path) -> Path:
+def test_options_of_a_data_task_belong_in_its_data_table(tmp_path):
     raw = data_config(tmp_path)
+    raw["task_options"] = {"shapes": {"shape": [1, 8, 8]}}
+    with pytest.raises(UserError, match=r"\[task_options.shapes\]: 'shapes' is read from files; its options go in \[data.shapes\]"):
+        config_from_dict(raw, str(tmp_path / "mine.toml"))
+
+
+def test_an_empty_class_folder_stops_the_command_with_one_line(tmp_path, capsys):
+    config = write_toml(tmp_path)
+    (tmp_path / "data" / "shapes" / "oval").mkdir()
+    assert main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the class folder {tmp_path / 'data' / 'shapes' / 'oval'} holds no" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def write_toml(tmp_path) -> Path:
+    """data_config as a TOML file."""
+    shapes(tmp_path)
     path = tmp_path / "mine.toml"
     path.write_text("\n".join([
         'name = "mine"', 'tasks = ["digits", "shapes"]', 'archs = ["alexnet-small"]', "frozen = [0, 6]",
         "[train]", "epochs = 1", "batch_size = 16", '[arch_options."alexnet-small"]', "width = 4", "hidden = 16",
         "[data.shapes]", 'kind = "image-folder"', 'path = "data/shapes"', "shape = [1, 16, 16]"]) + "\n")
-    assert raw["tasks"] == ["digits", "shapes"]
     return path
 
 

@@ -178,6 +178,8 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
         if not isinstance(table, dict):
             raise UserError(f"{where}: {key} must be a table of tables")
         for name, options in table.items():
+            if key == "task_options" and name in cfg.data:
+                raise UserError(f"{where} [task_options.{name}]: {name!r} is read from files; its options go in [data.{name}]")
             if name not in registry:
                 raise unknown(key.split("_")[0], name, registry, f"{where} [{key}]")
             if not isinstance(options, dict):
