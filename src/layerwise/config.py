@@ -17,6 +17,7 @@ from .errors import UserError, unknown
 from .nets import ARCHS
 from .options import check_call_options, check_dataclass_options, check_type
 from .tasks import TASKS, Task, make_task
+from .tasks.files import data_tasks
 from .train import TrainConfig
 
 REPORT_PANELS = ("pair", "pair-arch")
@@ -41,6 +42,7 @@ class Config:
     estimate: bool = False  # also compute the cheap per-layer estimates (estimate.py) and check them
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    data: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # [data.NAME]: tasks from files (tasks/files.py)
     arch_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
     source: str = "<config>"  # where it came from, for messages
@@ -132,7 +134,10 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     cfg = Config(source=where)
     cfg.name = str(raw.get("name", Path(where).stem))
     cfg.description = str(raw.get("description", ""))
-    for key, registry in (("tasks", TASKS), ("archs", ARCHS)):
+    files = data_tasks(raw.get("data", {}), Path(where).parent, where)  # paths relative to the config file
+    cfg.custom_tasks.update(files)
+    cfg.data = {name: task.table() for name, task in files.items()}  # paths made absolute, classes found
+    for key, registry in (("tasks", {**TASKS, **files}), ("archs", ARCHS)):
         names = raw.get(key)
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise UserError(f"{where}: {key} must be a non-empty list of names; valid: {', '.join(sorted(registry))}")
@@ -173,6 +178,8 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
         if not isinstance(table, dict):
             raise UserError(f"{where}: {key} must be a table of tables")
         for name, options in table.items():
+            if key == "task_options" and name in cfg.data:
+                raise UserError(f"{where} [task_options.{name}]: {name!r} is read from files; its options go in [data.{name}]")
             if name not in registry:
                 raise unknown(key.split("_")[0], name, registry, f"{where} [{key}]")
             if not isinstance(options, dict):
