@@ -13,7 +13,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -35,18 +35,21 @@ SIMILARITY_EXAMPLES = 500  # validation examples on which a transfer's layers ar
 class Sweep:
     """Runs a plan into a store, loading each task's data once and reusing primaries."""
 
-    def __init__(self, cfg: Config, out: Path, progress: bool = True, mode: str = "resume", retry_failed: bool = False):
+    def __init__(self, cfg: Config, out: Path, progress: bool = True, mode: str = "resume", retry_failed: bool = False,
+                 jobs: Optional[List[Job]] = None):
         """`mode` says what to do when `out` holds another experiment: "resume" refuses, "extend"
         adds this one's jobs to it, "replace" sets its config, plan and report aside.
-        `retry_failed` runs the failed jobs of this plan again."""
+        `retry_failed` runs the failed jobs of this plan again. `jobs`, when given, are what
+        this Sweep runs instead of planning `cfg` (a worker given units planned elsewhere)."""
         self.cfg, self.progress, self.mode, self.retry_failed = cfg, progress, mode, retry_failed
         self.store = Store(out)
-        self.jobs = plan(cfg)
+        self.jobs = plan(cfg) if jobs is None else jobs
         self.device = resolve_device(cfg.train.device)
         self._data: Dict[Tuple[str, Optional[int], int], TaskData] = {}
         self._primary: Optional[Tuple[str, LayeredNet]] = None
         self._cache: Optional[Tuple[tuple, PrefixCache]] = None
         self._warned: set = set()
+        self._ran: set = set()
 
     def pending(self) -> List[Job]:
         failed = {job.key for job in self.failed()} if self.retry_failed else set()
@@ -107,71 +110,92 @@ class Sweep:
             if not task.available():
                 task.load(0)
 
-    def run(self, poll: float = 5.0) -> List[Job]:
-        """Run every unfinished job; return those this process ran.
+    def run(self, announce: Optional[Callable[[int], None]] = None) -> List[Job]:
+        """Run every unfinished job through the config's executor (executors.py); return the jobs
+        that were recorded during this call. `announce(n)` is told how many jobs are to
+        run once the run directory is this process's.
 
-        Work comes in units: a primary alone, or all `l_c` of one (primary, secondary), which
-        share a prefix cache. Each unit is claimed before it runs, so several processes pointed
-        at one run directory share the sweep instead of repeating it; a transfer unit waits until
-        its primary is recorded. The call returns when the whole sweep is recorded.
+        The run directory's lock is held throughout: a second process started on it would repeat
+        jobs, so it is refused (a sweep is shared between workers by the Ray executor). The call
+        returns when the whole sweep is recorded.
         """
+        from .executors import executor
+
+        execute = executor(self.cfg.executor)
         self.check_directory()
         self.check_data(self.pending())
         self.warn_without_transfers()
-        with self.store.locked():  # another worker may be starting the same sweep this moment
+        with self.store.locked():
             self.check_directory()
             self.store.start(self.cfg.to_dict(), [job.key for job in self.jobs], self.mode)
-        if self.retry_failed:
-            for job in self.failed():
-                self.store.remove_record(job.key)
-        finished: Dict[str, dict] = {}
-        self._collect(finished)
-        bar = tqdm(total=len(self.jobs), initial=len(finished), unit="job", disable=not self.progress,
-                   dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line a while
-        ran: List[Job] = []
-        show_epoch = lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}", refresh=False)  # noqa: E731
-        try:
-            while True:
-                self._collect(finished, bar)
-                todo = [u for u in units(self.jobs) if any(job.key not in finished for job in u)]
-                if not todo:
-                    break
-                ready = [u for u in todo if u[0].kind == "scratch" or u[0].primary in finished]
-                unit = next((u for u in ready if self.store.claim(u[0].key)), None)
-                if unit is None:  # what is left is running elsewhere, or waits for a primary that is
-                    bar.set_description(f"waiting for {len(todo)} units claimed in {self.store.claims}", refresh=False)
-                    time.sleep(poll)
-                    continue
-                try:
-                    for job in unit:
-                        if self.store.has(job.key):
-                            continue
-                        bar.set_description(job.describe(), refresh=False)
-                        finished[job.key] = self.run_job(job, show_epoch)
-                        ran.append(job)
-                        bar.update()
-                        self.store.write_results([finished[j.key] for j in self.jobs if j.key in finished])
-                except DamagedCheckpoint as err:  # its primary: train it again, then the rest of the unit
-                    self.store.set_job_aside(err.key, err.why)
-                    if finished.pop(err.key, None) is not None:
-                        bar.update(-1)
-                    self._primary = self._cache = None
-                finally:
-                    self.store.release(unit[0].key)
-        finally:
-            bar.close()
-        return ran
+            if self.retry_failed:
+                for job in self.failed():
+                    self.store.remove_record(job.key)
+            finished: Dict[str, dict] = {}
+            self.sync(finished)
+            self._ran = set()  # keys recorded from now on (a primary set aside and trained again counts)
+            if announce:
+                announce(len(self.jobs) - len(finished))
+            bar = tqdm(total=len(self.jobs), initial=len(finished), unit="job", disable=not self.progress,
+                       dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line a while
+            try:
+                execute(self, finished, bar)
+            finally:
+                bar.close()
+        return [job for job in self.jobs if job.key in self._ran]
 
-    def _collect(self, finished: Dict[str, dict], bar=None) -> None:
-        """Add the records finished since the last look, by this process or another."""
+    def todo(self, finished: Dict[str, dict]) -> List[List[Job]]:
+        """The units with a job not recorded yet, in plan order."""
+        return [unit for unit in units(self.jobs) if any(job.key not in finished for job in unit)]
+
+    def sync(self, finished: Dict[str, dict], bar=None) -> bool:
+        """Bring `finished` up to the run directory: add the records written since the last look
+        (by this process or a worker), drop those set aside since; return whether it changed."""
         on_disk = self.store.finished_keys()
-        new = [job.key for job in self.jobs if job.key not in finished and job.key in on_disk]
-        for key in new:
-            record = self.store.record(key)
-            if record is not None:  # else it was damaged, and is now set aside
-                finished[key] = record
-                if bar is not None:
-                    bar.update()
+        gone = [key for key in finished if key not in on_disk]
+        for key in gone:
+            del finished[key]
+        added = 0
+        for job in self.jobs:
+            if job.key not in finished and job.key in on_disk:
+                record = self.store.record(job.key)
+                if record is not None:  # else it was damaged, and is now set aside
+                    finished[job.key] = record
+                    self._ran.add(job.key)
+                    added += 1
+        if bar is not None and (added or gone):
+            bar.update(added - len(gone))
+        return bool(added or gone)
+
+    def finish(self, finished: Dict[str, dict], job: Job, record: dict, bar) -> None:
+        """Count a job this process has just recorded."""
+        finished[job.key] = record
+        self._ran.add(job.key)
+        bar.update()
+        self.write_results(finished)
+
+    def write_results(self, finished: Dict[str, dict]) -> None:
+        self.store.write_results([finished[job.key] for job in self.jobs if job.key in finished])
+
+    def run_unit(self, unit: List[Job], on_start=None, on_done=None, on_epoch=None) -> List[dict]:
+        """Run the jobs of one unit that are not recorded, in order; return their records.
+        `on_start(job)` and `on_done(job, record)` follow each job. When the unit's primary
+        checkpoint cannot be read, the primary and its record are set aside (it is not finished
+        any more, and trains again before its transfers) and the unit stops there."""
+        records = []
+        try:
+            for job in unit:
+                if self.store.has(job.key):
+                    continue
+                if on_start:
+                    on_start(job)
+                records.append(self.run_job(job, on_epoch))
+                if on_done:
+                    on_done(job, records[-1])
+        except DamagedCheckpoint as err:
+            self.store.set_job_aside(err.key, err.why)
+            self._primary = self._cache = None
+        return records
 
     def run_job(self, job: Job, on_epoch=None) -> dict:
         """Train one job and write its record: "status" "ok", or "failed" with the reason when its
