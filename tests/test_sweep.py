@@ -75,13 +75,17 @@ def test_the_local_executor_trains_with_the_threads_it_is_given_and_gives_them_b
     assert set(threads) == {3} and torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("cores, load, free", [(4, 0.4, 4), (4, 2.6, 1), (4, 9.0, 1), (2, 1.2, 1), (16, 3.4, 13)])
-def test_auto_threads_are_the_cores_that_others_leave_free(monkeypatch, cores, load, free):
+@pytest.mark.parametrize("cores, load, own, free", [
+    (4, 0.4, 0, 4), (4, 2.6, 0, 1), (4, 9.0, 0, 1), (2, 1.2, 0, 1), (16, 3.4, 0, 13),
+    (2, 2.0, 2, 2),  # alone, its own two threads are the whole load
+    (2, 3.1, 1, 1),  # beside a process busy on two threads, it keeps to one
+])
+def test_auto_threads_are_the_cores_that_others_leave_free(monkeypatch, cores, load, own, free):
     from layerwise import executors
 
     monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     monkeypatch.setattr(executors.os, "getloadavg", lambda: (load, 0.0, 0.0))
-    assert executors.free_cores() == free
+    assert executors.free_cores(own) == free
 
 
 def test_pairs_with_incompatible_shapes_are_skipped_unless_asked_for(tiny_raw):

@@ -29,12 +29,13 @@ from .plan import Job
 CRASH_ONCE = "LAYERWISE_TEST_CRASH_ONCE"
 
 
-def free_cores() -> int:
-    """The cores this process may use that others are not already using: its CPU affinity less
-    the one-minute load average, at least 1. Threads beyond that wait on each other at every
-    barrier, which makes small networks several times slower on a busy machine."""
+def free_cores(own: int = 0) -> int:
+    """The cores this process may use that others leave free: its CPU affinity less the one-minute
+    load average, less the `own` threads this process itself kept busy lately; at least 1.
+    Threads beyond that wait on each other at every barrier, which makes small networks several
+    times slower on a busy machine."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - round(os.getloadavg()[0]))
+    return max(1, cores - round(max(0.0, os.getloadavg()[0] - own)))
 
 
 @contextmanager
@@ -50,14 +51,17 @@ def torch_threads(count: int):
 
 def run_local(sweep, finished: Dict[str, dict], bar) -> None:
     """Every unit not recorded yet, one after another in this process, in plan order (which puts
-    each primary before its transfers)."""
-    threads = free_cores() if sweep.cfg.threads == "auto" else sweep.cfg.threads
+    each primary before its transfers). With threads = "auto" each unit gets the cores free as
+    it starts, so a long sweep follows other programs as they come and go."""
     show_epoch = lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{sweep.cfg.train.epochs}", refresh=False)  # noqa: E731
 
     starting = lambda job: bar.set_description(job.describe(), refresh=False)  # noqa: E731
     done = lambda job, record: sweep.finish(finished, job, record, bar)  # noqa: E731
-    with torch_threads(threads):
+    threads = 0  # none of the load is this process's yet
+    with torch_threads(torch.get_num_threads()):  # given back as they were
         while todo := sweep.todo(finished):
+            threads = free_cores(threads) if sweep.cfg.threads == "auto" else sweep.cfg.threads
+            torch.set_num_threads(threads)
             sweep.run_unit(todo[0], starting, done, show_epoch)
             sweep.sync(finished, bar)  # a primary whose checkpoint was damaged is not finished any more
 
