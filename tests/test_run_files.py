@@ -6,13 +6,10 @@ import errno
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import cli_env
 from layerwise import UserError
 from layerwise.cli import main
 from layerwise.store import Store

@@ -12,6 +12,7 @@ job finishes, so whatever stops the driver or a worker, the next run does only w
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -163,8 +164,6 @@ def outcome(ray, sweep, ref) -> None:
 def worker_config(cfg):
     """The config as a worker runs it: train.device "auto" is a GPU only for units that asked
     Ray for one (Ray shows each unit its own), so units without one leave the GPUs alone."""
-    import dataclasses
-
     if cfg.train.device != "auto":
         return cfg
     device = "cuda" if cfg.ray.gpus > 0 else "cpu"
@@ -194,6 +193,7 @@ def worker_sweep(cfg, out: str):
 
 
 def crash_once(marker: str):
+    """The test hook of CRASH_ONCE: after a unit's first job, die unless `marker` says a unit did."""
     def done(job: Job, record: dict) -> None:
         if not os.path.exists(marker):
             Path(marker).write_text(job.key)
