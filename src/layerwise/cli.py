@@ -23,27 +23,47 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, mode: str = "resume",
-            retry_failed: bool = False) -> int:
+def load(config: str, overrides: List[str], executor: Optional[str] = None, address: Optional[str] = None):
+    """The config with --set overrides, and --executor / --address over its own executor settings."""
     from .config import load_config
+
+    cfg = load_config(config, overrides)
+    if address is not None:
+        if executor == "local":
+            raise UserError(f"--address {address} is a Ray cluster's address; it goes with --executor ray")
+        executor, cfg.ray.address = "ray", address
+    cfg.executor = executor or cfg.executor
+    return cfg
+
+
+def where(cfg, sweep) -> str:
+    if cfg.executor == "ray":
+        return "on Ray" + (f" at {cfg.ray.address}" if cfg.ray.address else "")
+    return f"on {sweep.device}"
+
+
+def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, mode: str = "resume",
+            retry_failed: bool = False, executor: Optional[str] = None, address: Optional[str] = None) -> int:
     from .report import report
     from .sweep import Sweep
 
-    cfg = load_config(config, overrides)
+    cfg = load(config, overrides, executor, address)
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet, mode=mode, retry_failed=retry_failed)
     sweep.check_directory()
-    todo = sweep.pending()
-    print(f"{cfg.name}: {len(sweep.jobs)} jobs, {len(sweep.jobs) - len(todo)} already finished in {out_dir}, "
-          f"{len(todo)} to run on {sweep.device}", file=sys.stderr)
+
+    def announce(todo: int) -> None:  # once the run directory is ours
+        print(f"{cfg.name}: {len(sweep.jobs)} jobs, {len(sweep.jobs) - todo} already finished in {out_dir}, "
+              f"{todo} to run {where(cfg, sweep)}", file=sys.stderr)
+
     signal.signal(signal.SIGTERM, _interrupt)  # a batch system's stop is handled like Ctrl-C
     try:
-        ran = sweep.run()
+        ran = sweep.run(announce)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished jobs are kept in {out_dir}; run the same command again to resume", file=sys.stderr)
         return 130
     failed = sweep.failed()
-    print(f"{cfg.name}: ran {len(ran)} jobs in this process" + (
+    print(f"{cfg.name}: ran {len(ran)} jobs {'in this process' if cfg.executor == 'local' else 'on Ray'}" + (
         f"; {len(failed)} of the sweep's jobs failed (the reason is in each record in {out_dir / 'jobs'}); "
         "to try them again, run the same command with --retry-failed" if failed else ""), file=sys.stderr)
     if cfg.estimate:
@@ -54,17 +74,18 @@ def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, 
     return 0
 
 
-def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: bool) -> int:
-    from .config import load_config
+def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: bool, executor: Optional[str] = None,
+                 address: Optional[str] = None) -> int:
     from .estimate import train_primaries, write_estimates
     from .report import report
     from .sweep import Sweep
 
-    cfg = load_config(config, overrides)
+    cfg = load(config, overrides, executor, address)
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet)
     todo = [job for job in sweep.pending() if job.kind == "scratch"]
-    print(f"{cfg.name}: {len(todo)} primaries to train in {out_dir}, then estimates without fine-tuning", file=sys.stderr)
+    print(f"{cfg.name}: {len(todo)} primaries to train in {out_dir} {where(cfg, sweep)}, then estimates without "
+          "fine-tuning", file=sys.stderr)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         train_primaries(sweep)
@@ -117,6 +138,13 @@ def cmd_fetch(name: str, root: Optional[str]) -> int:
     return 0
 
 
+def executor_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--executor", choices=("local", "ray"), help="where the jobs run: this process (local, the "
+                         "default) or tasks on a Ray cluster (ray); overrides the config's executor")
+    command.add_argument("--address", help="the Ray cluster to run on: 'auto' for the one running on this machine "
+                         "(ray start), or HOST:PORT; without it Ray starts a local cluster. Implies --executor ray")
+
+
 def parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -141,6 +169,7 @@ def parser() -> argparse.ArgumentParser:
                           "OUT/replaced/ and run this one (finished jobs are kept and reused)")
     run.add_argument("--retry-failed", action="store_true",
                      help="run again the jobs recorded as failed (a diverged training), instead of keeping them")
+    executor_options(run)
     est = sub.add_parser("estimate", help="train the primaries only and estimate every curve without fine-tuning "
                          "(linear probe, LogME, H-score, kNN); checked against the real curves when the run has them")
     est.add_argument("config")
@@ -148,6 +177,7 @@ def parser() -> argparse.ArgumentParser:
     est.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, as for run")
     est.add_argument("--quiet", action="store_true", help="no progress bar")
+    executor_options(est)
     rep = sub.add_parser("report", help="rebuild the figures and report.html of a run directory")
     rep.add_argument("dir")
     sub.add_parser("list", help="tasks and architectures")
@@ -163,9 +193,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "demo":
             return cmd_run("demo", args.out, [], args.quiet)
         if args.command == "run":
-            return cmd_run(args.config, args.out, args.overrides, args.quiet, args.mode, args.retry_failed)
+            return cmd_run(args.config, args.out, args.overrides, args.quiet, args.mode, args.retry_failed,
+                           args.executor, args.address)
         if args.command == "estimate":
-            return cmd_estimate(args.config, args.out, args.overrides, args.quiet)
+            return cmd_estimate(args.config, args.out, args.overrides, args.quiet, args.executor, args.address)
         if args.command == "report":
             return cmd_report(args.dir)
         if args.command == "fetch":
