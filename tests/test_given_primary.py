@@ -197,3 +197,24 @@ def test_freeze_names_what_is_wrong_in_one_line(args, message, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and message.format(tmp=tmp_path) in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_freeze_takes_a_folder_of_arrays_as_its_data(trained, tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", x=rng.random((120, 1, 16, 16), dtype=np.float32), y=rng.integers(0, 3, 120))
+    code = main(["freeze", "--model", str(primary_checkpoint(trained, "digits")), "--arch", "alexnet-small",
+                 "--name", "digits", "--data", str(tmp_path / "mine.npz"), "--out", str(tmp_path / "run"), "--quiet",
+                 "--seeds", "1", "--set", "train.epochs=1", "--set", "frozen=[0,6]",
+                 "--set", "arch_options.alexnet-small.width=4", "--set", "arch_options.alexnet-small.hidden=16"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "digits → mine (alexnet-small, L_H = 6)" in printed
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["tasks"] == ["mine"] and config["data"]["mine"]["kind"] == "arrays"
+
+
+def test_freeze_names_data_that_is_neither_a_task_nor_a_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["freeze", "--model", "m.safetensors", "--arch", "alexnet-small", "--data", "nowhere"]) == 2
+    assert "--data 'nowhere' is neither a registered task (" in capsys.readouterr().err

@@ -67,6 +67,27 @@ def test_a_finetuning_learning_rate_reaches_the_optimizer_of_transfers_and_not_o
         (job.kind, 0.003 if job.kind == "scratch" else 0.0002) for job in ran]
 
 
+def test_the_local_executor_trains_with_the_threads_it_is_given_and_gives_them_back(tiny_raw, tmp_path, monkeypatch):
+    threads, real = [], sweep_module.fit
+    monkeypatch.setattr(sweep_module, "fit", lambda *a, **k: threads.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    Sweep(config_from_dict({**tiny_raw, "threads": 3}), tmp_path / "run", progress=False).run()
+    assert set(threads) == {3} and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("cores, load, own, free", [
+    (4, 0.4, 0, 4), (4, 2.6, 0, 1), (4, 9.0, 0, 1), (2, 1.2, 0, 1), (16, 3.4, 0, 13),
+    (2, 2.0, 2, 2),  # alone, its own two threads are the whole load
+    (2, 3.1, 1, 1),  # beside a process busy on two threads, it keeps to one
+])
+def test_auto_threads_are_the_cores_that_others_leave_free(monkeypatch, cores, load, own, free):
+    from layerwise import executors
+
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert executors.free_cores(own) == free
+
+
 def test_pairs_with_incompatible_shapes_are_skipped_unless_asked_for(tiny_raw):
     tiny_raw["task_options"]["digits"] = {"size": 8}
     jobs = plan(config_from_dict(tiny_raw))
@@ -184,30 +205,11 @@ def test_a_sweep_stopped_halfway_keeps_what_finished(tiny, tmp_path, monkeypatch
     assert sweep.pending() == []
 
 
-def test_a_claim_is_exclusive_until_released_and_a_dead_processes_claim_is_taken_over(tmp_path):
-    import socket
-    import subprocess
-
-    from layerwise.store import Store
-
-    store = Store(tmp_path)
-    assert store.claim("k") and not store.claim("k")
-    store.release("k")
-    assert store.claim("k")
-    ended = subprocess.Popen(["true"])
-    ended.wait()  # a process that has ended
-    dead = {"host": socket.gethostname(), "pid": ended.pid, "since": 0}
-    (store.claims / "d.json").write_text(json.dumps(dead))
-    assert store.claim("d")
-    elsewhere = {"host": "another-machine", "pid": 1, "since": 0}
-    (store.claims / "e.json").write_text(json.dumps(elsewhere))
-    assert not store.claim("e")
-
-
-def test_two_processes_share_one_sweep_without_repeating_a_job(tmp_path, tiny_raw):
-    import re
+def test_a_second_process_on_a_running_sweep_refuses_at_once_and_the_first_loses_nothing(tmp_path, tiny_raw):
+    import signal
     import subprocess
     import sys
+    import time
 
     from conftest import cli_env
     from test_cli import write_config
@@ -216,11 +218,21 @@ def test_two_processes_share_one_sweep_without_repeating_a_job(tmp_path, tiny_ra
     config = write_config(tmp_path, tiny_raw)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"]
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-               for _ in range(2)]
-    outputs = [w.communicate(timeout=300) for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
-    ran = [int(re.search(r"ran (\d+) jobs", err).group(1)) for _, err in outputs]
-    assert sum(ran) == 16  # 2 primaries + 2 pairs x 7 values of l_c, each run once
-    assert len(list((out / "jobs").glob("*.json"))) == 16 and not list((out / "claims").glob("*"))
-    assert all((out / "report.html").exists() for _ in outputs)
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob("jobs/*.json")) and time.time() < deadline and first.poll() is None:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)  # mid-sweep, holding the run directory
+        second = subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=120)
+        records = {p.name: p.read_bytes() for p in out.glob("jobs/*.json")}
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, err = first.communicate(timeout=300)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    (line,) = second.stderr.strip().splitlines()
+    assert str(out) in line and "--executor ray" in line
+    assert 0 < len(records) < 16
+    assert first.returncode == 0 and "ran 16 jobs" in err, err
+    assert len(list(out.glob("jobs/*.json"))) == 16
+    assert all((out / "jobs" / name).read_bytes() == data for name, data in records.items())

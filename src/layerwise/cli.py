@@ -23,11 +23,28 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, mode: str = "resume",
-            retry_failed: bool = False) -> int:
+def load(config: str, overrides: List[str], executor: Optional[str] = None, address: Optional[str] = None):
+    """The config with --set overrides, and --executor / --address over its own executor settings."""
     from .config import load_config
 
-    return cmd_run_config(load_config(config, overrides), out, quiet, mode, retry_failed)
+    cfg = load_config(config, overrides)
+    if address is not None:
+        if executor == "local":
+            raise UserError(f"--address {address} is a Ray cluster's address; it goes with --executor ray")
+        executor, cfg.ray.address = "ray", address
+    cfg.executor = executor or cfg.executor
+    return cfg
+
+
+def where(cfg, sweep) -> str:
+    if cfg.executor == "ray":
+        return "on Ray" + (f" at {cfg.ray.address}" if cfg.ray.address else "")
+    return f"on {sweep.device}"
+
+
+def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, mode: str = "resume",
+            retry_failed: bool = False, executor: Optional[str] = None, address: Optional[str] = None) -> int:
+    return cmd_run_config(load(config, overrides, executor, address), out, quiet, mode, retry_failed)
 
 
 def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", retry_failed: bool = False) -> int:
@@ -37,17 +54,19 @@ def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", r
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet, mode=mode, retry_failed=retry_failed)
     sweep.check_directory()
-    todo = sweep.pending()
-    print(f"{cfg.name}: {len(sweep.jobs)} jobs, {len(sweep.jobs) - len(todo)} already finished in {out_dir}, "
-          f"{len(todo)} to run on {sweep.device}", file=sys.stderr)
+
+    def announce(todo: int) -> None:  # once the run directory is ours
+        print(f"{cfg.name}: {len(sweep.jobs)} jobs, {len(sweep.jobs) - todo} already finished in {out_dir}, "
+              f"{todo} to run {where(cfg, sweep)}", file=sys.stderr)
+
     signal.signal(signal.SIGTERM, _interrupt)  # a batch system's stop is handled like Ctrl-C
     try:
-        ran = sweep.run()
+        ran = sweep.run(announce)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished jobs are kept in {out_dir}; run the same command again to resume", file=sys.stderr)
         return 130
     failed = sweep.failed()
-    print(f"{cfg.name}: ran {len(ran)} jobs in this process" + (
+    print(f"{cfg.name}: ran {len(ran)} jobs {'in this process' if cfg.executor == 'local' else 'on Ray'}" + (
         f"; {len(failed)} of the sweep's jobs failed (the reason is in each record in {out_dir / 'jobs'}); "
         "to try them again, run the same command with --retry-failed" if failed else ""), file=sys.stderr)
     if cfg.estimate:
@@ -58,17 +77,18 @@ def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", r
     return 0
 
 
-def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: bool) -> int:
-    from .config import load_config
+def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: bool, executor: Optional[str] = None,
+                 address: Optional[str] = None) -> int:
     from .estimate import train_primaries, write_estimates
     from .report import report
     from .sweep import Sweep
 
-    cfg = load_config(config, overrides)
+    cfg = load(config, overrides, executor, address)
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet)
     todo = [job for job in sweep.pending() if job.primary is None]
-    print(f"{cfg.name}: {len(todo)} primaries to train in {out_dir}, then estimates without fine-tuning", file=sys.stderr)
+    print(f"{cfg.name}: {len(todo)} primaries to train in {out_dir} {where(cfg, sweep)}, then estimates without "
+          "fine-tuning", file=sys.stderr)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         train_primaries(sweep)
@@ -132,6 +152,13 @@ def cmd_fetch(name: str, root: Optional[str]) -> int:
     return 0
 
 
+def executor_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--executor", choices=("local", "ray"), help="where the jobs run: this process (local, the "
+                         "default) or tasks on a Ray cluster (ray); overrides the config's executor")
+    command.add_argument("--address", help="the Ray cluster to run on: 'auto' for the one running on this machine "
+                         "(ray start), or HOST:PORT; without it Ray starts a local cluster. Implies --executor ray")
+
+
 def parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -156,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
                           "OUT/replaced/ and run this one (finished jobs are kept and reused)")
     run.add_argument("--retry-failed", action="store_true",
                      help="run again the jobs recorded as failed (a diverged training), instead of keeping them")
+    executor_options(run)
     est = sub.add_parser("estimate", help="train the primaries only and estimate every curve without fine-tuning "
                          "(linear probe, LogME, H-score, kNN); checked against the real curves when the run has them")
     est.add_argument("config")
@@ -163,13 +191,16 @@ def parser() -> argparse.ArgumentParser:
     est.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, as for run")
     est.add_argument("--quiet", action="store_true", help="no progress bar")
+    executor_options(est)
     frz = sub.add_parser("freeze", help="which layers of a trained network to freeze for your data: transfer it at "
                          "every l_c, train a baseline from scratch, print the advice")
     frz.add_argument("--model", help="its weights: a .safetensors file or a torch.save'd state_dict (read as weights "
                      "only); optional when --arch is a callable that loads its own")
     frz.add_argument("--arch", required=True, help="a registered architecture (see `layerwise list`) or "
                      "package.module:function returning an nn.Module")
-    frz.add_argument("--data", required=True, help="the task to transfer to: a registered task's name")
+    frz.add_argument("--data", required=True, help="the task to transfer to: a registered task's name, or your data: "
+                     "an image folder, a .npz file (or folder of .npy), an audio folder; its options with "
+                     "--set data.NAME.KEY=VALUE (e.g. shape=[1,16,16]), NAME being its file or folder name")
     frz.add_argument("--cuts", nargs="+", help="for a module: the submodules that end each body layer, or a family "
                      "(resnet, timm-resnet, alexnet, vgg11..vgg19[_bn]); default: from the function's name")
     frz.add_argument("--classes", type=int, help="outputs of the checkpoint's head (default: read from head.weight)")
@@ -194,11 +225,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "demo":
             return cmd_run("demo", args.out, [], args.quiet)
         if args.command == "run":
-            return cmd_run(args.config, args.out, args.overrides, args.quiet, args.mode, args.retry_failed)
+            return cmd_run(args.config, args.out, args.overrides, args.quiet, args.mode, args.retry_failed,
+                           args.executor, args.address)
         if args.command == "freeze":
             return cmd_freeze(args)
         if args.command == "estimate":
-            return cmd_estimate(args.config, args.out, args.overrides, args.quiet)
+            return cmd_estimate(args.config, args.out, args.overrides, args.quiet, args.executor, args.address)
         if args.command == "report":
             return cmd_report(args.dir)
         if args.command == "fetch":

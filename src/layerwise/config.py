@@ -18,15 +18,32 @@ from .given import GivenPrimary, callable_builder, given_primary
 from .nets import ARCHS
 from .options import check_call_options, check_dataclass_options, check_type
 from .tasks import TASKS, Task, make_task
+from .tasks.files import data_tasks
 from .train import TrainConfig
 
 REPORT_PANELS = ("pair", "pair-arch")
 CHECKPOINTS = ("all", "primaries")
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
 class ReportConfig:
     panels: str = "pair"  # "pair": a panel per ordered pair, a line per arch; "pair-arch": a panel per both
+
+
+@dataclass
+class RayConfig:
+    """How units of work run on a Ray cluster (with `executor = "ray"`)."""
+
+    address: Optional[str] = None  # unset: start a local cluster; "auto": the one running here; or "host:port"
+    cpus: float = 1.0  # CPUs a unit asks for; its torch threads
+    gpus: float = 0.0  # GPUs a unit asks for; a fraction lets small units share one (0.25: four per GPU)
+    max_retries: int = 3  # times a unit whose worker died (a crash, a lost node) is started again
+
+    def __post_init__(self):
+        if not self.cpus > 0 or self.gpus < 0 or self.max_retries < 0:
+            raise UserError(f"[ray] needs cpus > 0, gpus >= 0 and max_retries >= 0; got cpus = {self.cpus!r}, "
+                            f"gpus = {self.gpus!r}, max_retries = {self.max_retries!r}")
 
 
 @dataclass
@@ -40,10 +57,14 @@ class Config:
     pairs: Union[str, List[List[str]]] = "all"  # "all" = every ordered pair with compatible shapes
     checkpoints: str = "all"  # "all": keep every trained model; "primaries": only those transfers start from
     estimate: bool = False  # also compute the cheap per-layer estimates (estimate.py) and check them
+    executor: str = "local"  # "local": one process; "ray": units of work as tasks on a Ray cluster
+    threads: Union[str, int] = "auto"  # torch threads of the local executor; "auto": the cores not busy
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    data: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # [data.NAME]: tasks from files (tasks/files.py)
     arch_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     primary: Optional[GivenPrimary] = None  # a primary loaded, not trained (given.py)
     source: str = "<config>"  # where it came from, for messages
     # From Python: tasks and architectures of your own, by name, used before the registries'.
@@ -58,7 +79,8 @@ class Config:
     def to_dict(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                if f.name not in ("source", "custom_tasks", "custom_archs")}
-        out["train"], out["report"] = dataclasses.asdict(self.train), dataclasses.asdict(self.report)
+        for table in ("train", "report", "ray"):
+            out[table] = dataclasses.asdict(getattr(self, table))
         if self.primary is None:
             del out["primary"]
         else:
@@ -140,7 +162,10 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     cfg.description = str(raw.get("description", ""))
     if raw.get("primary") is not None:
         raw = _with_given_primary(cfg, raw, where)
-    for key, registry in (("tasks", TASKS), ("archs", {**ARCHS, **cfg.custom_archs})):
+    files = data_tasks(raw.get("data", {}), Path(where).parent, where)  # paths relative to the config file
+    cfg.custom_tasks.update(files)
+    cfg.data = {name: task.table() for name, task in files.items()}  # paths made absolute, classes found
+    for key, registry in (("tasks", {**TASKS, **files}), ("archs", {**ARCHS, **cfg.custom_archs})):
         names = raw.get(key)
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise UserError(f"{where}: {key} must be a non-empty list of names; valid: {', '.join(sorted(registry))}")
@@ -172,6 +197,13 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
         raise UserError(f"{where}: checkpoints must be one of {', '.join(CHECKPOINTS)}; got {cfg.checkpoints!r}")
     cfg.estimate = raw.get("estimate", False)
     check_type(cfg.estimate, bool, "estimate", where)
+    cfg.executor = raw.get("executor", "local")
+    if cfg.executor not in EXECUTORS:
+        raise UserError(f"{where}: executor must be one of {', '.join(EXECUTORS)}; got {cfg.executor!r}")
+    cfg.threads = raw.get("threads", "auto")
+    if cfg.threads != "auto" and not (type(cfg.threads) is int and cfg.threads >= 1):
+        raise UserError(f"{where}: threads must be \"auto\" or a positive integer; got {cfg.threads!r}")
+    cfg.ray = _dataclass_from(RayConfig, raw.get("ray", {}), f"{where} [ray]")
     cfg.train = _dataclass_from(TrainConfig, raw.get("train", {}), f"{where} [train]")
     cfg.report = _dataclass_from(ReportConfig, raw.get("report", {}), f"{where} [report]")
     if cfg.report.panels not in REPORT_PANELS:
@@ -181,6 +213,8 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
         if not isinstance(table, dict):
             raise UserError(f"{where}: {key} must be a table of tables")
         for name, options in table.items():
+            if key == "task_options" and name in cfg.data:
+                raise UserError(f"{where} [task_options.{name}]: {name!r} is read from files; its options go in [data.{name}]")
             if name not in registry:
                 raise unknown(key.split("_")[0], name, registry, f"{where} [{key}]")
             if not isinstance(options, dict):

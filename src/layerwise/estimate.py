@@ -206,7 +206,7 @@ def curve_scores(primary, data, levels, seed: int, train_cfg) -> Dict[int, Dict[
     """{l_c: {score: value}} for one primary on one secondary task's data (one seed). The
     prefix outputs come from the sweep's prefix cache, one more layer per level; the test split is
     never read (the cache advances every split, so it is given one validation example)."""
-    from .sweep import PrefixCache
+    from .prefix import PrefixCache
     from .tasks import Split, TaskData
 
     train, val = subsample(data.train, TRAIN_CAP, seed), subsample(data.val, VAL_CAP, seed)
@@ -231,7 +231,7 @@ def estimate_sweep(sweep, progress: bool = True):
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .sweep import units
+    from .plan import units
 
     groups = [u for u in units(sweep.jobs) if u[0].kind == "transfer"]
     rows = []

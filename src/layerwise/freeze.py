@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from .config import Config, apply_overrides, config_from_dict
+from .errors import UserError
 from .nets.cuts import CUTS
+from .tasks import TASKS
+from .tasks.files import detect_kind
 
 ADVICE_FILE = "advice.txt"
 
@@ -33,9 +36,25 @@ def freeze_config(model: Optional[str], arch: str, data: str, cuts: Optional[Uni
         if value is not None:
             primary[key] = value
     label = name or (Path(model).stem if model else arch.rpartition(":")[2])
-    raw = {"name": f"freeze-{label}-{data}", "tasks": [data], "seeds": list(range(seeds)), "primary": primary,
-           "description": f"What to freeze of {label} ({arch}) for {data}"}
+    task, files = data_task(data)
+    raw = {"name": f"freeze-{label}-{task}", "tasks": [task], "seeds": list(range(seeds)), "primary": primary,
+           "description": f"What to freeze of {label} ({arch}) for {task}", "data": files}
     return config_from_dict(apply_overrides(raw, overrides), "layerwise freeze")
+
+
+def data_task(data: str):
+    """`--data` as a task name and its [data] table: a registered task's name as it is, else a
+    file or folder of your own (an image folder, arrays, an audio folder: tasks/files.py), named
+    after it, its kind told by its content."""
+    if data in TASKS:
+        return data, {}
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise UserError(f"--data {data!r} is neither a registered task ({', '.join(sorted(TASKS))}) nor a file or "
+                        "folder: an image folder (<class>/*.png), a .npz file or folder of .npy arrays, or an "
+                        "audio folder (<class>/*.wav)")
+    name = path.resolve().stem or "data"
+    return name, {name: {"kind": detect_kind(path), "path": str(path.resolve())}}
 
 
 def advice(out: Path, baseline: bool = True) -> List[str]:

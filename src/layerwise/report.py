@@ -249,6 +249,16 @@ def factors_table(f: dict):
     return header, rows
 
 
+def data_lines(config: dict, tasks) -> List[str]:
+    """A paragraph per task read from files (config.json's `data` tables): its kind, path and classes."""
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return []
+    return [f"<p>Task {html.escape(name)}: {html.escape(str(d.get('kind')))} {html.escape(str(d.get('path')))}; "
+            f"classes: {html.escape(', '.join(map(str, d.get('classes') or [])))}.</p>"
+            for name, d in data.items() if name in tasks and isinstance(d, dict)]
+
+
 def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     """Write the figures, the CSV tables, observations.json and report.html into `out`; return the
     report's path. `planned` is the number of jobs the run planned (0: all of `records`)."""
@@ -305,6 +315,7 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
               "split at the epoch chosen by the validation metric; what to freeze is chosen on the validation split. "
               "Intervals are 95% t intervals over seeds (sample standard deviation), tests pair by seed, and "
               "Holm's correction keeps the false-positive rate of each table at 5%.</p>",
+              *data_lines(config, tasks),
               "<h2>Summary</h2>", *(f"<p>{html.escape(line)}</p>" for line in analysis.summary(obs))]
     if config.get("primary", {}).get("baseline") is False:
         parts.append("<p class='warn'><b>No baseline:</b> the given primary's architecture is not trained from scratch "

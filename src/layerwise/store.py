@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +32,7 @@ from .errors import UserError, warn
 
 try:
     import fcntl
-except ImportError:  # Windows: workers sharing a directory there may race at start
+except ImportError:  # Windows: nothing stops two runs in one directory there
     fcntl = None
 
 # results.csv: one row per (job, split, metric). `main` marks the task's own metric (the one that
@@ -71,7 +70,6 @@ def result_rows(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 RECORD_FIELDS = ("key", "kind", "val", "test")  # what every readable record has
-CLAIM_GRACE = 30.0  # seconds a claim file may stay unreadable because its owner is still writing it
 EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html")  # what --replace sets aside
 
 
@@ -129,7 +127,7 @@ def _own_start(path: Path) -> bool:
     a run stopped that early, the temporary file of a config being written right now."""
     if path.name == LOCK_FILE or re.fullmatch(r"\.(config|plan)\.json\.tmp\d+", path.name):
         return True
-    return path.name in ("jobs", "checkpoints", "claims") and path.is_dir() and not any(path.iterdir())
+    return path.name in ("jobs", "checkpoints") and path.is_dir() and not any(path.iterdir())
 
 
 class DamagedCheckpoint(UserError):
@@ -145,7 +143,6 @@ class Store:
         self.root = Path(root)
         self.jobs = self.root / "jobs"
         self.checkpoints = self.root / "checkpoints"
-        self.claims = self.root / "claims"
         self.damaged = self.root / "damaged"
         self._readable: set = set()  # keys whose record has been read and found whole
 
@@ -163,8 +160,9 @@ class Store:
 
     @contextmanager
     def locked(self):
-        """Hold the run directory's lock, creating the folder if need be: workers started together
-        check and start the experiment one at a time, so none sees another's half-written start."""
+        """Hold the run directory's lock, creating the folder if need be. One process drives a
+        sweep at a time: a second one would repeat its jobs, so it is refused at once (a sweep is
+        shared between workers by the Ray executor, driven from one process)."""
         self.check_empty()
         lock = self.root / LOCK_FILE
         try:
@@ -174,7 +172,12 @@ class Store:
             raise UserError(f"cannot write {lock}: {err.strerror}") from None
         with handle:
             if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise UserError(f"{self.root} is in use by another layerwise process (it holds {lock}); wait "
+                                    "for it to finish, or run the sweep with --executor ray to share it between "
+                                    "several workers") from None
             yield
 
     def check_empty(self) -> None:
@@ -339,60 +342,6 @@ class Store:
         self._readable.discard(path.name.split(".")[0])
         warn(f"{path} {problem}; moved to {dest}; its job is not finished: a run of its experiment does it again")
         return dest
-
-    # claims -----------------------------------------------------------------------------
-    # Several `layerwise run` processes (on one machine, or on many sharing the directory) can
-    # work on one sweep: each claims a unit of work by creating its claim file exclusively.
-    def claim(self, key: str) -> bool:
-        path = self.claims / f"{key}.json"
-        try:
-            self.claims.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserError(f"cannot write {self.claims}: {err.strerror}") from None
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except OSError as err:
-                if not isinstance(err, FileExistsError):
-                    raise UserError(f"cannot write {path}: {err.strerror}") from None
-                if not self._stale(path):
-                    return False
-                path.unlink(missing_ok=True)  # its process is gone: take the work over
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
-            return True
-        return False
-
-    def release(self, key: str) -> None:
-        (self.claims / f"{key}.json").unlink(missing_ok=True)
-
-    @staticmethod
-    def _stale(path: Path) -> bool:
-        """A claim is stale when it was made on this host by a process that no longer runs, or
-        when it is still unreadable (empty, cut short) after CLAIM_GRACE seconds: its owner died
-        between creating and writing it. A claim from another host is trusted: delete DIR/claims/
-        by hand after a machine crashed."""
-        try:
-            owner = json.loads(path.read_text())
-            if not isinstance(owner, dict):
-                raise ValueError("not a claim")
-        except OSError:
-            return False
-        except ValueError:  # being written right now, or left unwritten by a process that died
-            try:
-                return time.time() - path.stat().st_mtime > CLAIM_GRACE
-            except OSError:
-                return False
-        if owner.get("host") != socket.gethostname():
-            return False
-        try:
-            os.kill(owner["pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
 
     # checkpoints ------------------------------------------------------------------------
     def checkpoint_path(self, key: str) -> Path:

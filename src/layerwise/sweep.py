@@ -1,251 +1,56 @@
-"""Plan the jobs of an experiment and run them.
+"""Run an experiment's plan into its run directory: load each task's data once, train each job,
+write its record.
 
-A sweep trains each (task, architecture, seed) from scratch once. That model is the primary of
-every transfer out of the task and the baseline of every transfer into it. Then, for every
-ordered pair of distinct tasks with compatible input shapes and every `l_c`, it fine-tunes a
-transfer of the primary on the secondary task.
-
-Every job has a key derived from everything that determines its result; a finished job is never
-run again. A job whose training fails (a diverged loss) is finished too: its record says
-"status": "failed" and why, and so do the records of the transfers of a failed primary.
+What runs is planned in plan.py and handed out by an executor (executors.py); this module does
+one job at a time. A finished job is never run again. A job whose training fails (a diverged
+loss) is finished too: its record says "status": "failed" and why, and so do the records of the
+transfers of a failed primary.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
 
 from . import given
 from .config import Config
-from .errors import UserError, warn
+from .errors import warn
 from .net import LayeredNet, count_parameters
+from .plan import Job, build, ordered_pairs, plan, units
+from .prefix import PrefixCache
 from .similarity import layer_similarity, probe_sample
-from .nets import ARCHS
 from .store import DamagedCheckpoint, Store
 from .tasks import Task, TaskData
-from .train import FitResult, TrainConfig, TrainingFailed, fit, resolve_device
+from .train import FitResult, TrainingFailed, fit, resolve_device
 from .transfer import transfer
 
-# Raised when registered architectures compute something else under the same name and options:
-# 2 moved dropout to the start of the layer that consumes it and DenseNets' final BN-ReLU-pool
-# into the body, so records and checkpoints made before are not reused (nor loaded into the new nets).
-KEY_VERSION = 2
 SIMILARITY_EXAMPLES = 500  # validation examples on which a transfer's layers are compared with the primary's
-
-
-@dataclass(frozen=True)
-class Job:
-    kind: str  # "scratch", "transfer" or "given" (a primary loaded, not trained: given.py)
-    arch: str
-    target: str
-    seed: int
-    key: str
-    source: Optional[str] = None
-    frozen: Optional[int] = None
-    primary: Optional[str] = None  # key of the primary's scratch job, for transfers
-    fold: Optional[int] = None  # the target task's fold (Task.fold), None for a task without folds
-    source_fold: Optional[int] = None  # the fold of the source task's primary, for transfers
-
-    def describe(self) -> str:
-        target = named_fold(self.target, self.fold)
-        if self.kind == "given":
-            return f"{self.arch} {self.target} (given primary)"
-        if self.kind == "scratch":
-            return f"{self.arch} {target} seed {self.seed}"
-        return f"{self.arch} {named_fold(self.source, self.source_fold)}->{target} l_c={self.frozen} seed {self.seed}"
-
-
-def named_fold(task: str, fold: Optional[int]) -> str:
-    return task if fold is None else f"{task}[fold {fold}]"
-
-
-def digest(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def build(cfg: Config, arch: str, task: Task) -> LayeredNet:
-    options = cfg.arch_options.get(arch, {})
-    builder = cfg.custom_archs.get(arch) or ARCHS[arch]
-    try:
-        return builder(task.input_shape, task.num_classes, **options)
-    except (TypeError, ValueError, RuntimeError) as err:  # options it cannot take, or a shape it cannot build on
-        given = f" with options {options}" if options else ""
-        raise UserError(f"{cfg.source} [arch_options.{arch}]: {arch} does not build for task {task.name!r} "
-                        f"(input shape {task.input_shape}){given}: {err}") from None
-
-
-def arch_identity(cfg: Config, arch: str, task: Task) -> dict:
-    """A registered architecture is its name and options; one of your own is also what it
-    builds, so editing its code gives new jobs instead of stale results."""
-    ident = {"name": arch, "options": cfg.arch_options.get(arch, {})}
-    if arch in cfg.custom_archs:
-        ident["built"] = hashlib.sha256(repr(build(cfg, arch, task)).encode()).hexdigest()[:16]
-    return ident
-
-
-def ordered_pairs(cfg: Config, tasks: Dict[str, Task]) -> List[Tuple[str, str]]:
-    if cfg.primary is not None:
-        return [(cfg.primary.name, name) for name in cfg.tasks]
-    if cfg.pairs != "all":
-        for a, b in cfg.pairs:
-            if tasks[a].input_shape != tasks[b].input_shape:
-                raise UserError(f"{cfg.source}: pair [{a!r}, {b!r}] has incompatible input shapes: "
-                                f"{a} gives {tasks[a].input_shape}, {b} gives {tasks[b].input_shape}; "
-                                "a transfer needs the same input shape")
-        return [tuple(p) for p in cfg.pairs]
-    return [(a, b) for a in cfg.tasks for b in cfg.tasks
-            if a != b and tasks[a].input_shape == tasks[b].input_shape]
-
-
-def fold_pairs(sources: List[Task], targets: List[Task], where: str) -> List[Tuple[Task, Task]]:
-    """(primary's fold, secondary's fold) of the transfers between two tasks: each fold of one with
-    the other's single instance, or, when both have folds, fold k with fold k (the same held-out
-    part on both sides, as two tasks on one corpus need)."""
-    pairs = [(a, b) for a in sources for b in targets if a.fold is None or b.fold is None or a.fold == b.fold]
-    if not pairs:
-        raise UserError(f"{where}: the folds {[a.fold for a in sources]} and {[b.fold for b in targets]} "
-                        "have none in common; give both tasks the same folds")
-    return pairs
-
-
-def plan(cfg: Config) -> List[Job]:
-    """Primaries first, then transfers grouped by (arch, seed, primary, secondary) with `l_c`
-    ascending, so a frozen-prefix cache can advance one layer at a time. A task with several
-    folds counts as one task per fold wherever it appears (primary, baseline, transfers)."""
-    tasks = {name: cfg.task(name) for name in cfg.tasks}
-    folds = {name: task.folds() for name, task in tasks.items()}
-    train = dataclasses.asdict(cfg.train)
-    for k in ("device", "channels_last", "cache_prefix", "cache_limit_gb", "eval_batch_size"):
-        train.pop(k)  # how a job runs, not what it computes (mixed precision does change it)
-    finetune_lr = train.pop("finetune_lr")  # transfers only, and in their keys only when set
-    tuning = train if finetune_lr is None else {**train, "finetune_lr": finetune_lr}
-    jobs, scratch = [], {}
-    if cfg.primary is not None:
-        jobs.append(given_job(cfg, tasks, scratch, folds))
-    for arch in cfg.archs:
-        for seed in cfg.seeds:
-            for name in tasks if cfg.primary is None or cfg.primary.baseline else []:
-                for task in folds[name]:
-                    spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch_identity(cfg, arch, task),
-                            "task": task.identity(), "seed": seed, "train": train}
-                    job = Job("scratch", arch, name, seed, digest(spec), fold=task.fold)
-                    scratch[arch, seed, name, task.fold] = job
-                    jobs.append(job)
-    pairs = ordered_pairs(cfg, tasks)
-    for arch in cfg.archs:
-        for task in {t.input_shape: t for t in tasks.values()}.values():
-            build(cfg, arch, task)  # every architecture builds on every task before the first job trains
-        depth = build(cfg, arch, tasks[cfg.tasks[0]]).num_layers
-        values = range(depth + 1) if cfg.frozen == "all" else cfg.frozen
-        bad = [k for k in values if not 0 <= k <= depth]
-        if bad:
-            raise UserError(f"{cfg.source}: frozen value {bad[0]} is out of range for {arch}, "
-                            f"which has L_H = {depth}; valid l_c values: 0..{depth}")
-        for seed in cfg.seeds:
-            for source, target in pairs:
-                for origin, task in fold_pairs(folds[source], folds[target], f"{cfg.source}: pair [{source!r}, {target!r}]"):
-                    primary = scratch[arch, seed, source, origin.fold]
-                    for frozen in values:
-                        spec = {"v": KEY_VERSION, "kind": "transfer", "primary": primary.key,
-                                "task": task.identity(), "frozen": frozen, "seed": seed, "train": tuning}
-                        jobs.append(Job("transfer", arch, target, seed, digest(spec), source, frozen, primary.key,
-                                        task.fold, origin.fold))
-    return jobs
-
-
-def given_job(cfg: Config, tasks: Dict[str, Task], scratch: dict, folds: dict) -> Job:
-    """The job that loads a given primary, standing in for the trained primary of every seed;
-    every task must take its input shape."""
-    shape = tasks[cfg.tasks[0]].input_shape
-    for name, task in tasks.items():
-        if task.input_shape != shape:
-            raise UserError(f"{cfg.source}: tasks {cfg.tasks[0]!r} and {name!r} have different input shapes "
-                            f"({shape} and {task.input_shape}); a given primary takes one")
-    spec = {"v": KEY_VERSION, "kind": "given", "primary": given.identity(cfg, shape)}
-    job = Job("given", cfg.primary.arch, cfg.primary.name, cfg.seeds[0], digest(spec))
-    for seed in cfg.seeds:
-        scratch[job.arch, seed, job.target, None] = job
-    folds[job.target] = [job]  # fold_pairs reads only `.fold`: None, the one instance of the primary
-    return job
-
-
-def units(jobs: List[Job]) -> List[List[Job]]:
-    """Units of work, in plan order: each primary alone, then every `l_c` of one (primary,
-    secondary) together."""
-    out: Dict[object, List[Job]] = {}
-    for job in jobs:
-        out.setdefault(job.key if job.primary is None else (job.primary, job.target, job.fold), []).append(job)
-    return list(out.values())
-
-
-class PrefixCache:
-    """Outputs of a primary's first `l_c` layers on a secondary task's splits.
-
-    Computed once per (primary, secondary, l_c) and advanced to l_c + 1 by one more layer. The
-    prefix runs in evaluation mode, exactly as the frozen layers of a transfer do while it trains,
-    and under the same autocast; its outputs keep the dtype autocast gives them (bfloat16 or
-    float16 with `amp`), so the suffix receives exactly what it would receive without the cache.
-    """
-
-    def __init__(self, primary: LayeredNet, data: TaskData, cfg: TrainConfig):
-        self.primary, self.raw, self.cfg = primary.eval(), data, cfg
-        self.level, self.data = 0, data
-
-    def bytes_at(self, level: int) -> int:
-        """The memory the outputs of `level` layers take, in the dtype they are kept in."""
-        one = self._advance(self.raw.train.x, 0, level, 1)
-        total = len(self.raw.train) + len(self.raw.val) + len(self.raw.test)
-        return one[0].numel() * one.element_size() * total
-
-    @torch.no_grad()
-    def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
-        step = self.cfg.eval_batch_size
-        device = self.raw.train.y.device
-        with torch.autocast(device.type, enabled=self.cfg.amp):  # as the prefix runs in training
-            parts = [self.primary.features(x[torch.arange(i, min(i + step, n), device=device)], upto=stop, start=start)
-                     for i in range(0, n, step)]
-        return torch.cat(parts)
-
-    def at(self, level: int) -> Optional[TaskData]:
-        """The splits as seen after `level` layers, or None when that would not fit in memory."""
-        if level < self.level:
-            self.level, self.data = 0, self.raw
-        if level == self.level:
-            return self.data
-        if self.bytes_at(level) > self.cfg.cache_limit_gb * 2**30:
-            return None
-        splits = []
-        for split in (self.data.train, self.data.val, self.data.test):
-            x = self._advance(split.x, self.level, level, len(split))
-            splits.append(dataclasses.replace(split, x=x))
-        self.level, self.data = level, TaskData(*splits)
-        return self.data
 
 
 class Sweep:
     """Runs a plan into a store, loading each task's data once and reusing primaries."""
 
-    def __init__(self, cfg: Config, out: Path, progress: bool = True, mode: str = "resume", retry_failed: bool = False):
+    def __init__(self, cfg: Config, out: Path, progress: bool = True, mode: str = "resume", retry_failed: bool = False,
+                 jobs: Optional[List[Job]] = None):
         """`mode` says what to do when `out` holds another experiment: "resume" refuses, "extend"
         adds this one's jobs to it, "replace" sets its config, plan and report aside.
-        `retry_failed` runs the failed jobs of this plan again."""
+        `retry_failed` runs the failed jobs of this plan again. `jobs`, when given, are what
+        this Sweep runs instead of planning `cfg` (a worker given units planned elsewhere)."""
         self.cfg, self.progress, self.mode, self.retry_failed = cfg, progress, mode, retry_failed
         self.store = Store(out)
-        self.jobs = plan(cfg)
+        self.jobs = plan(cfg) if jobs is None else jobs
         self.device = resolve_device(cfg.train.device)
         self._data: Dict[Tuple[str, Optional[int], int], TaskData] = {}
         self._primary: Optional[Tuple[str, LayeredNet]] = None
         self._cache: Optional[Tuple[tuple, PrefixCache]] = None
         self._warned: set = set()
+        self._ran: set = set()
 
     def pending(self) -> List[Job]:
         failed = {job.key for job in self.failed()} if self.retry_failed else set()
@@ -309,71 +114,92 @@ class Sweep:
             if not task.available():
                 task.load(0)
 
-    def run(self, poll: float = 5.0) -> List[Job]:
-        """Run every unfinished job; return those this process ran.
+    def run(self, announce: Optional[Callable[[int], None]] = None) -> List[Job]:
+        """Run every unfinished job through the config's executor (executors.py); return the jobs
+        that were recorded during this call. `announce(n)` is told how many jobs are to
+        run once the run directory is this process's.
 
-        Work comes in units: a primary alone, or all `l_c` of one (primary, secondary), which
-        share a prefix cache. Each unit is claimed before it runs, so several processes pointed
-        at one run directory share the sweep instead of repeating it; a transfer unit waits until
-        its primary is recorded. The call returns when the whole sweep is recorded.
+        The run directory's lock is held throughout: a second process started on it would repeat
+        jobs, so it is refused (a sweep is shared between workers by the Ray executor). The call
+        returns when the whole sweep is recorded.
         """
+        from .executors import executor
+
+        execute = executor(self.cfg.executor)
         self.check_directory()
         self.check_data(self.pending())
         self.warn_without_transfers()
-        with self.store.locked():  # another worker may be starting the same sweep this moment
+        with self.store.locked():
             self.check_directory()
             self.store.start(self.cfg.to_dict(), [job.key for job in self.jobs], self.mode)
-        if self.retry_failed:
-            for job in self.failed():
-                self.store.remove_record(job.key)
-        finished: Dict[str, dict] = {}
-        self._collect(finished)
-        bar = tqdm(total=len(self.jobs), initial=len(finished), unit="job", disable=not self.progress,
-                   dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line a while
-        ran: List[Job] = []
-        show_epoch = lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{self.cfg.train.epochs}", refresh=False)  # noqa: E731
-        try:
-            while True:
-                self._collect(finished, bar)
-                todo = [u for u in units(self.jobs) if any(job.key not in finished for job in u)]
-                if not todo:
-                    break
-                ready = [u for u in todo if u[0].primary is None or u[0].primary in finished]
-                unit = next((u for u in ready if self.store.claim(u[0].key)), None)
-                if unit is None:  # what is left is running elsewhere, or waits for a primary that is
-                    bar.set_description(f"waiting for {len(todo)} units claimed in {self.store.claims}", refresh=False)
-                    time.sleep(poll)
-                    continue
-                try:
-                    for job in unit:
-                        if self.store.has(job.key):
-                            continue
-                        bar.set_description(job.describe(), refresh=False)
-                        finished[job.key] = self.run_job(job, show_epoch)
-                        ran.append(job)
-                        bar.update()
-                        self.store.write_results([finished[j.key] for j in self.jobs if j.key in finished])
-                except DamagedCheckpoint as err:  # its primary: train it again, then the rest of the unit
-                    self.store.set_job_aside(err.key, err.why)
-                    if finished.pop(err.key, None) is not None:
-                        bar.update(-1)
-                    self._primary = self._cache = None
-                finally:
-                    self.store.release(unit[0].key)
-        finally:
-            bar.close()
-        return ran
+            if self.retry_failed:
+                for job in self.failed():
+                    self.store.remove_record(job.key)
+            finished: Dict[str, dict] = {}
+            self.sync(finished)
+            self._ran = set()  # keys recorded from now on (a primary set aside and trained again counts)
+            if announce:
+                announce(len(self.jobs) - len(finished))
+            bar = tqdm(total=len(self.jobs), initial=len(finished), unit="job", disable=not self.progress,
+                       dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line a while
+            try:
+                execute(self, finished, bar)
+            finally:
+                bar.close()
+        return [job for job in self.jobs if job.key in self._ran]
 
-    def _collect(self, finished: Dict[str, dict], bar=None) -> None:
-        """Add the records finished since the last look, by this process or another."""
+    def todo(self, finished: Dict[str, dict]) -> List[List[Job]]:
+        """The units with a job not recorded yet, in plan order."""
+        return [unit for unit in units(self.jobs) if any(job.key not in finished for job in unit)]
+
+    def sync(self, finished: Dict[str, dict], bar=None) -> bool:
+        """Bring `finished` up to the run directory: add the records written since the last look
+        (by this process or a worker), drop those set aside since; return whether it changed."""
         on_disk = self.store.finished_keys()
-        new = [job.key for job in self.jobs if job.key not in finished and job.key in on_disk]
-        for key in new:
-            record = self.store.record(key)
-            if record is not None:  # else it was damaged, and is now set aside
-                finished[key] = record
-                if bar is not None:
-                    bar.update()
+        gone = [key for key in finished if key not in on_disk]
+        for key in gone:
+            del finished[key]
+        added = 0
+        for job in self.jobs:
+            if job.key not in finished and job.key in on_disk:
+                record = self.store.record(job.key)
+                if record is not None:  # else it was damaged, and is now set aside
+                    finished[job.key] = record
+                    self._ran.add(job.key)
+                    added += 1
+        if bar is not None and (added or gone):
+            bar.update(added - len(gone))
+        return bool(added or gone)
+
+    def finish(self, finished: Dict[str, dict], job: Job, record: dict, bar) -> None:
+        """Count a job this process has just recorded."""
+        finished[job.key] = record
+        self._ran.add(job.key)
+        bar.update()
+        self.write_results(finished)
+
+    def write_results(self, finished: Dict[str, dict]) -> None:
+        self.store.write_results([finished[job.key] for job in self.jobs if job.key in finished])
+
+    def run_unit(self, unit: List[Job], on_start=None, on_done=None, on_epoch=None) -> List[dict]:
+        """Run the jobs of one unit that are not recorded, in order; return their records.
+        `on_start(job)` and `on_done(job, record)` follow each job. When the unit's primary
+        checkpoint cannot be read, the primary and its record are set aside (it is not finished
+        any more, and trains again before its transfers) and the unit stops there."""
+        records = []
+        try:
+            for job in unit:
+                if self.store.has(job.key):
+                    continue
+                if on_start:
+                    on_start(job)
+                records.append(self.run_job(job, on_epoch))
+                if on_done:
+                    on_done(job, records[-1])
+        except DamagedCheckpoint as err:
+            self.store.set_job_aside(err.key, err.why)
+            self._primary = self._cache = None
+        return records
 
     def run_job(self, job: Job, on_epoch=None) -> dict:
         """Train one job and write its record: "status" "ok", or "failed" with the reason when its

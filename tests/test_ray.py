@@ -1,0 +1,85 @@
+"""The Ray executor on a local cluster of 2 CPUs: the same records as the local executor, a
+worker that dies is replaced, and a driver killed at any moment is resumed without repeating
+finished work."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import cli_env
+from layerwise.config import config_from_dict
+from layerwise.executors import CRASH_ONCE, connect
+from layerwise.plan import units
+from layerwise.sweep import Sweep
+from test_cli import write_config
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'layerwise[ray]')")
+
+VARYING = ("seconds", "finished")  # what two runs of one job may not share
+
+
+@pytest.fixture(scope="module")
+def cluster(data_dir):
+    """A local Ray cluster for this module; its address, for drivers in other processes."""
+    connect(ray, None, num_cpus=2, include_dashboard=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def records(out):
+    return {p.name: json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")}
+
+
+def on_ray(raw):
+    return config_from_dict({**raw, "executor": "ray"}, "tiny.toml")
+
+
+def test_a_sweep_on_ray_gives_the_records_of_the_local_executor(cluster, tiny_raw, tmp_path):
+    local = config_from_dict({**tiny_raw, "threads": 1}, "tiny.toml")  # a Ray unit of 1 CPU has 1 thread
+    Sweep(local, tmp_path / "local", progress=False).run()
+    sweep = Sweep(on_ray(tiny_raw), tmp_path / "ray", progress=False)
+    assert sweep.run() == sweep.jobs
+    want, got = records(tmp_path / "local"), records(tmp_path / "ray")
+    assert got.keys() == want.keys() and len(got) == len(sweep.jobs)
+    for name, record in got.items():
+        assert {k: v for k, v in record.items() if k not in VARYING} == {k: v for k, v in want[name].items() if k not in VARYING}
+    assert (tmp_path / "ray" / "results.csv").read_text() == (tmp_path / "local" / "results.csv").read_text()
+
+
+def test_a_worker_that_dies_in_the_middle_of_a_unit_is_replaced_and_every_job_runs_once(cluster, tiny_raw, tmp_path,
+                                                                                        monkeypatch):
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ONCE, str(marker))  # the first unit of several jobs kills its worker after one
+    sweep = Sweep(on_ray(tiny_raw), tmp_path / "run", progress=False)
+    assert sweep.run() == sweep.jobs
+    first = marker.read_text()  # the job recorded just before its worker died
+    unit = next(u for u in units(sweep.jobs) if u[0].key == first)
+    assert len(unit) > 1  # the rest of the unit ran in the unit's second attempt
+    assert (tmp_path / "run" / "jobs" / f"{first}.json").stat().st_mtime_ns <= marker.stat().st_mtime_ns  # not run again
+    assert len(records(tmp_path / "run")) == len(sweep.jobs)
+
+
+def test_a_driver_killed_mid_sweep_and_started_again_finishes_the_rest_and_reruns_nothing_finished(cluster, tiny_raw,
+                                                                                                    tmp_path):
+    tiny_raw["frozen"] = "all"
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet", "--address", cluster]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline = time.time() + 180
+    while len(list(out.glob("jobs/*.json"))) < 4 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=60)
+    time.sleep(1)  # Ray stops the dead driver's workers
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("jobs/*.json")}
+    assert 4 <= len(before) < 16
+
+    ran = Sweep(on_ray(tiny_raw), out, progress=False).run()  # started again, here
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("jobs/*.json")}
+    assert len(after) == 16 and all(after[name] == seen for name, seen in before.items())
+    assert 0 < len(ran) <= 16 - len(before)  # fewer if a job ended as its driver died
+    assert not {f"{job.key}.json" for job in ran} & set(before)
