@@ -217,6 +217,19 @@ def test_another_experiment_in_a_run_directory_is_refused_unless_extended_or_rep
     assert config != (out / "config.json").read_text()
 
 
+def test_extending_an_experiment_keeps_the_description_of_its_data_tasks(tmp_path):
+    """The report describes each data task from config.json's data table: an experiment extended
+    with another data task must keep the first one's description, not only its jobs."""
+    store = Store(tmp_path / "run")
+    first = {"tasks": ["mine"], "archs": ["a"], "seeds": [0], "data": {"mine": {"kind": "arrays", "path": "/x.npz"}}}
+    store.start(first, ["k1"])
+    second = {"tasks": ["theirs"], "archs": ["a"], "seeds": [0], "data": {"theirs": {"kind": "arrays", "path": "/y.npz"}}}
+    store.start(second, ["k2"], "extend")
+    config = store.read_config()
+    assert config["tasks"] == ["mine", "theirs"] and sorted(config["data"]) == ["mine", "theirs"]
+    assert store.read_plan() == ["k1", "k2"]
+
+
 def test_a_diverged_training_is_recorded_as_failed_and_not_retried_unless_asked(capsys, tmp_path, one_task):
     out = tmp_path / "run"
     diverge = ["--set", "train.lr=1e30", "--set", "train.optimizer=sgd"]

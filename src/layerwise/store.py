@@ -211,8 +211,8 @@ class Store:
 
     def start(self, config: Dict[str, Any], keys: List[str], mode: str = "resume") -> List[str]:
         """Write the config and plan of the experiment about to run; return the plan. "extend"
-        keeps the planned jobs and adds `keys` (and the new tasks, architectures and seeds to
-        the config, so the report names them); "replace" sets the old files aside first."""
+        keeps the planned jobs and adds `keys` (and the new tasks, architectures, seeds and data
+        tasks to the config, so the report names them); "replace" sets the old files aside first."""
         self.create()
         if mode == "replace" and self.is_run():
             self.set_experiment_aside()
@@ -221,6 +221,8 @@ class Store:
             keys = list(dict.fromkeys([*old_plan, *keys]))
             config = {**config, **{k: list(dict.fromkeys([*old_config.get(k, []), *config[k]]))
                                    for k in ("tasks", "archs", "seeds") if k in config}}
+            if isinstance(old_config.get("data"), dict):  # the old experiment's own data tasks stay described
+                config["data"] = {**old_config["data"], **config.get("data", {})}
         self._write_if_changed(self.root / "config.json", to_json(config, indent=2))
         self._write_if_changed(self.root / "plan.json", to_json(keys))
         return keys
