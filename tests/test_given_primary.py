@@ -218,3 +218,18 @@ def test_freeze_names_data_that_is_neither_a_task_nor_a_file(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert main(["freeze", "--model", "m.safetensors", "--arch", "alexnet-small", "--data", "nowhere"]) == 2
     assert "--data 'nowhere' is neither a registered task (" in capsys.readouterr().err
+
+
+def test_a_given_primary_on_ray_gives_the_transfers_of_the_local_executor(trained, tiny_raw, tmp_path, data_dir):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'layerwise[ray]')")
+    from layerwise.executors import connect
+
+    raw = {**given_config(tiny_raw, primary_checkpoint(trained, "digits")), "threads": 1}
+    Sweep(config_from_dict(raw, "given.toml"), tmp_path / "local", progress=False).run()
+    connect(ray, None, num_cpus=2, include_dashboard=False)
+    try:
+        Sweep(config_from_dict({**raw, "executor": "ray"}, "given.toml"), tmp_path / "ray", progress=False).run()
+    finally:
+        ray.shutdown()
+    assert transfers(tmp_path / "ray", "digits", "printed-digits") == transfers(tmp_path / "local", "digits", "printed-digits")
+    assert len(transfers(tmp_path / "ray", "digits", "printed-digits")) == 3
