@@ -1,4 +1,4 @@
-"""The command line: `layerwise demo | run | estimate | report | list | fetch`.
+"""The command line: `layerwise demo | run | freeze | estimate | report | list | fetch`.
 
 User mistakes print one line naming what is wrong and exit with status 2; an interrupted run
 keeps every finished job and resumes when the same command runs again.
@@ -44,10 +44,13 @@ def where(cfg, sweep) -> str:
 
 def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, mode: str = "resume",
             retry_failed: bool = False, executor: Optional[str] = None, address: Optional[str] = None) -> int:
+    return cmd_run_config(load(config, overrides, executor, address), out, quiet, mode, retry_failed)
+
+
+def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", retry_failed: bool = False) -> int:
     from .report import report
     from .sweep import Sweep
 
-    cfg = load(config, overrides, executor, address)
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet, mode=mode, retry_failed=retry_failed)
     sweep.check_directory()
@@ -83,7 +86,7 @@ def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: b
     cfg = load(config, overrides, executor, address)
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet)
-    todo = [job for job in sweep.pending() if job.kind == "scratch"]
+    todo = [job for job in sweep.pending() if job.primary is None]
     print(f"{cfg.name}: {len(todo)} primaries to train in {out_dir} {where(cfg, sweep)}, then estimates without "
           "fine-tuning", file=sys.stderr)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -95,6 +98,17 @@ def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: b
     print(f"estimates: {write_estimates(sweep, progress=not quiet)}", file=sys.stderr)
     print(f"report: {report(out_dir)}")
     return 0
+
+
+def cmd_freeze(args) -> int:
+    from .freeze import advice, freeze_config
+
+    cfg = freeze_config(args.model, args.arch, args.data, args.cuts, args.classes, args.name, args.seeds, args.overrides)
+    code = cmd_run_config(cfg, args.out, args.quiet)
+    if code == 0:
+        for line in advice(Path(args.out or Path("runs") / cfg.name), cfg.primary.baseline):
+            print(line)
+    return code
 
 
 def cmd_report(run_dir: str) -> int:
@@ -178,6 +192,24 @@ def parser() -> argparse.ArgumentParser:
                      help="override a config value, as for run")
     est.add_argument("--quiet", action="store_true", help="no progress bar")
     executor_options(est)
+    frz = sub.add_parser("freeze", help="which layers of a trained network to freeze for your data: transfer it at "
+                         "every l_c, train a baseline from scratch, print the advice")
+    frz.add_argument("--model", help="its weights: a .safetensors file or a torch.save'd state_dict (read as weights "
+                     "only); optional when --arch is a callable that loads its own")
+    frz.add_argument("--arch", required=True, help="a registered architecture (see `layerwise list`) or "
+                     "package.module:function returning an nn.Module")
+    frz.add_argument("--data", required=True, help="the task to transfer to: a registered task's name, or your data: "
+                     "an image folder, a .npz file (or folder of .npy), an audio folder; its options with "
+                     "--set data.NAME.KEY=VALUE (e.g. shape=[1,16,16]), NAME being its file or folder name")
+    frz.add_argument("--cuts", nargs="+", help="for a module: the submodules that end each body layer, or a family "
+                     "(resnet, timm-resnet, alexnet, vgg11..vgg19[_bn]); default: from the function's name")
+    frz.add_argument("--classes", type=int, help="outputs of the checkpoint's head (default: read from head.weight)")
+    frz.add_argument("--name", help="the primary's name in the results (default: the checkpoint's file name)")
+    frz.add_argument("--seeds", type=int, default=3, help="seeds per l_c and for the baseline (default 3)")
+    frz.add_argument("--out", help="run directory (default: runs/freeze-NAME-DATA); running again resumes")
+    frz.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, as for run (e.g. --set train.epochs=10)")
+    frz.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="rebuild the figures and report.html of a run directory")
     rep.add_argument("dir")
     sub.add_parser("list", help="tasks and architectures")
@@ -195,6 +227,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "run":
             return cmd_run(args.config, args.out, args.overrides, args.quiet, args.mode, args.retry_failed,
                            args.executor, args.address)
+        if args.command == "freeze":
+            return cmd_freeze(args)
         if args.command == "estimate":
             return cmd_estimate(args.config, args.out, args.overrides, args.quiet, args.executor, args.address)
         if args.command == "report":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import UserError, unknown
+from .given import GivenPrimary, callable_builder, given_primary
 from .nets import ARCHS
 from .options import check_call_options, check_dataclass_options, check_type
 from .tasks import TASKS, Task, make_task
@@ -64,6 +65,7 @@ class Config:
     arch_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    primary: Optional[GivenPrimary] = None  # a primary loaded, not trained (given.py)
     source: str = "<config>"  # where it came from, for messages
     # From Python: tasks and architectures of your own, by name, used before the registries'.
     custom_tasks: Dict[str, Task] = field(default_factory=dict, repr=False)
@@ -79,6 +81,10 @@ class Config:
                if f.name not in ("source", "custom_tasks", "custom_archs")}
         for table in ("train", "report", "ray"):
             out[table] = dataclasses.asdict(getattr(self, table))
+        if self.primary is None:
+            del out["primary"]
+        else:
+            out["primary"] = {k: v for k, v in dataclasses.asdict(self.primary).items() if v is not None}
         return out
 
 
@@ -154,10 +160,12 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     cfg = Config(source=where)
     cfg.name = str(raw.get("name", Path(where).stem))
     cfg.description = str(raw.get("description", ""))
+    if raw.get("primary") is not None:
+        raw = _with_given_primary(cfg, raw, where)
     files = data_tasks(raw.get("data", {}), Path(where).parent, where)  # paths relative to the config file
     cfg.custom_tasks.update(files)
     cfg.data = {name: task.table() for name, task in files.items()}  # paths made absolute, classes found
-    for key, registry in (("tasks", {**TASKS, **files}), ("archs", ARCHS)):
+    for key, registry in (("tasks", {**TASKS, **files}), ("archs", {**ARCHS, **cfg.custom_archs})):
         names = raw.get(key)
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise UserError(f"{where}: {key} must be a non-empty list of names; valid: {', '.join(sorted(registry))}")
@@ -200,7 +208,7 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     cfg.report = _dataclass_from(ReportConfig, raw.get("report", {}), f"{where} [report]")
     if cfg.report.panels not in REPORT_PANELS:
         raise UserError(f"{where} [report]: panels must be one of {', '.join(REPORT_PANELS)}; got {cfg.report.panels!r}")
-    for key, registry in (("task_options", TASKS), ("arch_options", ARCHS)):
+    for key, registry in (("task_options", TASKS), ("arch_options", {**ARCHS, **cfg.custom_archs})):
         table = raw.get(key, {})
         if not isinstance(table, dict):
             raise UserError(f"{where}: {key} must be a table of tables")
@@ -214,6 +222,24 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
         setattr(cfg, key, table)
     check_options(cfg)
     return cfg
+
+
+def _with_given_primary(cfg: Config, raw: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """Read `[primary]` into `cfg`; its architecture is the config's (archs may be left out), and
+    its transfers go to each task (so pairs may not be given)."""
+    base = Path(where).parent if where.endswith(".toml") else Path(".")
+    cfg.primary = given_primary(raw["primary"], where, ARCHS, base)
+    arch = cfg.primary.arch
+    if cfg.primary.is_callable:
+        cfg.custom_archs[arch] = callable_builder(cfg.primary)
+    if raw.get("archs", [arch]) != [arch]:
+        raise UserError(f"{where}: archs must be [{arch!r}], the architecture of [primary], or left out; got {raw['archs']!r}")
+    if raw.get("pairs", "all") != "all":
+        raise UserError(f"{where}: pairs cannot be given with [primary]: its transfers go to every task in tasks")
+    if cfg.primary.name in raw.get("tasks", []):
+        raise UserError(f"{where}: [primary] name {cfg.primary.name!r} is also one of tasks; tasks are the secondary "
+                        "tasks the given primary transfers to: name the primary otherwise")
+    return {**raw, "archs": [arch]}
 
 
 def check_options(cfg: Config) -> None:

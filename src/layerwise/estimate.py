@@ -253,7 +253,7 @@ def train_primaries(sweep) -> None:
     keeps the plan of the whole sweep, so its report still counts what has not run."""
     planned, mode = sweep.jobs, sweep.mode
     sweep.check_directory()  # the whole plan against what the directory holds
-    sweep.jobs, sweep.mode = [job for job in planned if job.kind == "scratch"], "extend"  # a part of it
+    sweep.jobs, sweep.mode = [job for job in planned if job.primary is None], "extend"  # a part of it
     try:
         sweep.run()
     finally:

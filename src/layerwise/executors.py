@@ -121,7 +121,7 @@ def submit(ray, sweep, todo: List[List[Job]], finished: Dict[str, dict]) -> list
         job = unit[0]
         after = [primaries[job.primary]] if job.kind == "transfer" and job.primary not in finished else []
         refs.append(task.options(name=job.describe()).remote(cfg, out, unit, crash, *after))
-        if job.kind == "scratch":
+        if job.primary is None:  # a primary, trained or given
             primaries[job.key] = refs[-1]
     return refs
 

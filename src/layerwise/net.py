@@ -42,6 +42,15 @@ class LayeredNet(nn.Module):
         self.make_head = make_head
         self.frozen = 0
 
+    @classmethod
+    def from_module(cls, module: nn.Module, cuts, example: torch.Tensor,
+                    make_head: Optional[HeadBuilder] = None) -> "LayeredNet":
+        """`module` cut into body layers after each dotted submodule name in `cuts` (execution
+        order), checked on `example` to compute the module's own output; see `split.py`."""
+        from .split import split_module
+
+        return split_module(module, cuts, example, make_head)
+
     @property
     def num_layers(self) -> int:
         """L_H: the number of body layers (the output layer is not counted)."""

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from . import given
 from .config import Config
 from .errors import UserError
 from .net import LayeredNet
@@ -31,7 +32,7 @@ KEY_VERSION = 2
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # "scratch" or "transfer"
+    kind: str  # "scratch", "transfer" or "given" (a primary loaded, not trained: given.py)
     arch: str
     target: str
     seed: int
@@ -44,6 +45,8 @@ class Job:
 
     def describe(self) -> str:
         target = named_fold(self.target, self.fold)
+        if self.kind == "given":
+            return f"{self.arch} {self.target} (given primary)"
         if self.kind == "scratch":
             return f"{self.arch} {target} seed {self.seed}"
         return f"{self.arch} {named_fold(self.source, self.source_fold)}->{target} l_c={self.frozen} seed {self.seed}"
@@ -78,6 +81,8 @@ def arch_identity(cfg: Config, arch: str, task: Task) -> dict:
 
 
 def ordered_pairs(cfg: Config, tasks: Dict[str, Task]) -> List[Tuple[str, str]]:
+    if cfg.primary is not None:
+        return [(cfg.primary.name, name) for name in cfg.tasks]
     if cfg.pairs != "all":
         for a, b in cfg.pairs:
             if tasks[a].input_shape != tasks[b].input_shape:
@@ -112,9 +117,11 @@ def plan(cfg: Config) -> List[Job]:
     finetune_lr = train.pop("finetune_lr")  # transfers only, and in their keys only when set
     tuning = train if finetune_lr is None else {**train, "finetune_lr": finetune_lr}
     jobs, scratch = [], {}
+    if cfg.primary is not None:
+        jobs.append(given_job(cfg, tasks, scratch, folds))
     for arch in cfg.archs:
         for seed in cfg.seeds:
-            for name in tasks:
+            for name in tasks if cfg.primary is None or cfg.primary.baseline else []:
                 for task in folds[name]:
                     spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch_identity(cfg, arch, task),
                             "task": task.identity(), "seed": seed, "train": train}
@@ -143,10 +150,26 @@ def plan(cfg: Config) -> List[Job]:
     return jobs
 
 
+def given_job(cfg: Config, tasks: Dict[str, Task], scratch: dict, folds: dict) -> Job:
+    """The job that loads a given primary, standing in for the trained primary of every seed;
+    every task must take its input shape."""
+    shape = tasks[cfg.tasks[0]].input_shape
+    for name, task in tasks.items():
+        if task.input_shape != shape:
+            raise UserError(f"{cfg.source}: tasks {cfg.tasks[0]!r} and {name!r} have different input shapes "
+                            f"({shape} and {task.input_shape}); a given primary takes one")
+    spec = {"v": KEY_VERSION, "kind": "given", "primary": given.identity(cfg, shape)}
+    job = Job("given", cfg.primary.arch, cfg.primary.name, cfg.seeds[0], digest(spec))
+    for seed in cfg.seeds:
+        scratch[job.arch, seed, job.target, None] = job
+    folds[job.target] = [job]  # fold_pairs reads only `.fold`: None, the one instance of the primary
+    return job
+
+
 def units(jobs: List[Job]) -> List[List[Job]]:
     """Units of work, in plan order: each primary alone, then every `l_c` of one (primary,
     secondary) together."""
     out: Dict[object, List[Job]] = {}
     for job in jobs:
-        out.setdefault(job.key if job.kind == "scratch" else (job.primary, job.target, job.fold), []).append(job)
+        out.setdefault(job.key if job.primary is None else (job.primary, job.target, job.fold), []).append(job)
     return list(out.values())

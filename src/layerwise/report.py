@@ -306,7 +306,10 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     if failed:
         parts.append(f"<p class='warn'><b>{len(failed)} jobs failed</b> and are left out of every statistic "
                      "(see <a href='#failed'>Failed jobs</a>).</p>")
-    parts += [f"<p>{len(done)} finished jobs ({scratch} trained from scratch, {len(done) - scratch} transfers); "
+    given = [r["target"] for r in done if r.get("kind") == "given"]  # a primary loaded, not trained (given.py)
+    loaded = f", the given primary {html.escape(', '.join(given))}" if given else ""
+    parts += [f"<p>{len(done)} finished jobs ({scratch} trained from scratch, "
+              f"{sum(r.get('kind') == 'transfer' for r in done)} transfers{loaded}); "
               f"tasks: {html.escape(', '.join(tasks))}; architectures: {html.escape(', '.join(config.get('archs', [])))}; "
               f"seeds: {html.escape(', '.join(map(str, config.get('seeds', []))))}. Metrics are on the {obs.get('split', 'test')} "
               "split at the epoch chosen by the validation metric; what to freeze is chosen on the validation split. "
@@ -314,6 +317,10 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
               "Holm's correction keeps the false-positive rate of each table at 5%.</p>",
               *data_lines(config, tasks),
               "<h2>Summary</h2>", *(f"<p>{html.escape(line)}</p>" for line in analysis.summary(obs))]
+    if config.get("primary", {}).get("baseline") is False:
+        parts.append("<p class='warn'><b>No baseline:</b> the given primary's architecture is not trained from scratch "
+                     "([primary] baseline = false), so no transfer is compared with anything and there is no advice; "
+                     "each l_c's metrics are in results.csv.</p>")
     for name, caption in figures:
         parts.append(f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
     parts += ["<h2>Asymmetry</h2><p>A → B against B → A in normalised transferability, paired by seed; "

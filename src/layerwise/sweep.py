@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from tqdm.auto import tqdm
 
+from . import given
 from .config import Config
 from .errors import warn
 from .net import LayeredNet, count_parameters
@@ -97,7 +98,10 @@ class Sweep:
 
     def primary(self, job: Job) -> LayeredNet:
         if self._primary is None or self._primary[0] != job.primary:
-            net = build(self.cfg, job.arch, self.task(job.source, job.source_fold))
+            if self.cfg.primary is not None:
+                net = given.primary_net(self.cfg, self.cfg.task(job.target).input_shape, weights=False)
+            else:
+                net = build(self.cfg, job.arch, self.task(job.source, job.source_fold))
             self.store.load_checkpoint(job.primary, net)
             self._primary = (job.primary, net.to(self.device).eval())
         return self._primary[1]
@@ -105,7 +109,7 @@ class Sweep:
     def check_data(self, jobs: List[Job]) -> None:
         """Fail before any training when a task's data is missing: loading it raises the task's
         own message (what is expected, where, how to get it), or fetches it where allowed."""
-        for name, fold in dict.fromkeys((job.target, job.fold) for job in jobs):
+        for name, fold in dict.fromkeys((job.target, job.fold) for job in jobs if job.kind != "given"):
             task = self.task(name, fold)
             if not task.available():
                 task.load(0)
@@ -200,6 +204,8 @@ class Sweep:
     def run_job(self, job: Job, on_epoch=None) -> dict:
         """Train one job and write its record: "status" "ok", or "failed" with the reason when its
         training diverged or its primary failed."""
+        if job.kind == "given":
+            return self.load_given(job)
         task = self.task(job.target, job.fold)
         if job.kind == "transfer":
             primary = self.store.record(job.primary)
@@ -231,6 +237,17 @@ class Sweep:
             sample = probe_sample(len(data.val), SIMILARITY_EXAMPLES, job.seed, data.val.groups)
             probe = data.val.x[sample.to(self.device)]
             record["similarity"] = layer_similarity(primary, net, probe)
+        self.store.write_record(record)
+        return record
+
+    def load_given(self, job: Job) -> dict:
+        """Load the given primary, keep it as this job's checkpoint (what its transfers start
+        from, as from a trained primary's) and record it, with no metrics of its own."""
+        net = given.primary_net(self.cfg, self.cfg.task(self.cfg.tasks[0]).input_shape, weights=True)
+        self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
+        record = {**dataclasses.asdict(job), "status": "ok", "checkpoint": self.cfg.primary.checkpoint,
+                  "num_layers": net.num_layers, "parameters": count_parameters(net), "val": {}, "test": {},
+                  "history": [], "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.store.write_record(record)
         return record
 

@@ -1,0 +1,90 @@
+"""`layerwise freeze`: the practitioner's question in one command.
+
+    layerwise freeze --model model.safetensors --arch alexnet-small --data printed-digits
+
+takes a trained network as the given primary (`given.py`), transfers it to the data at every
+`l_c`, trains the data's baseline from scratch with the same budget, writes the usual run directory
+(curves.csv holds the curve and its baseline, freezable.csv and observations.json the advice,
+report.html all of it) and prints the advice: how many leading layers can be held constant
+without losing more than the tolerance against training from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional, Union
+
+from .config import Config, apply_overrides, config_from_dict
+from .errors import UserError
+from .nets.cuts import CUTS
+from .tasks import TASKS
+from .tasks.files import detect_kind
+
+ADVICE_FILE = "advice.txt"
+
+
+def freeze_config(model: Optional[str], arch: str, data: str, cuts: Optional[Union[str, List[str]]], classes: Optional[int],
+                  name: Optional[str], seeds: int, overrides: List[str]) -> Config:
+    """The experiment `layerwise freeze` runs: the given primary into one task, `seeds` seeds."""
+    primary = {"arch": arch}
+    if model is not None:
+        primary["checkpoint"] = str(Path(model).expanduser().resolve())
+    if cuts and len(cuts) == 1 and cuts[0] in CUTS:
+        cuts = cuts[0]  # a family's cut list
+    for key, value in (("cuts", cuts), ("classes", classes), ("name", name)):
+        if value is not None:
+            primary[key] = value
+    label = name or (Path(model).stem if model else arch.rpartition(":")[2])
+    task, files = data_task(data)
+    raw = {"name": f"freeze-{label}-{task}", "tasks": [task], "seeds": list(range(seeds)), "primary": primary,
+           "description": f"What to freeze of {label} ({arch}) for {task}", "data": files}
+    return config_from_dict(apply_overrides(raw, overrides), "layerwise freeze")
+
+
+def data_task(data: str):
+    """`--data` as a task name and its [data] table: a registered task's name as it is, else a
+    file or folder of your own (an image folder, arrays, an audio folder: tasks/files.py), named
+    after it, its kind told by its content."""
+    if data in TASKS:
+        return data, {}
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise UserError(f"--data {data!r} is neither a registered task ({', '.join(sorted(TASKS))}) nor a file or "
+                        "folder: an image folder (<class>/*.png), a .npz file or folder of .npy arrays, or an "
+                        "audio folder (<class>/*.wav)")
+    name = path.resolve().stem or "data"
+    return name, {name: {"kind": detect_kind(path), "path": str(path.resolve())}}
+
+
+def advice(out: Path, baseline: bool = True) -> List[str]:
+    """One sentence per (architecture, primary, secondary) from the run's observations.json;
+    `baseline` False: the config stated that no baseline trains, so there is nothing to advise."""
+    obs = json.loads((out / "observations.json").read_text())
+    if not baseline:
+        obs = {**obs, "what_to_freeze": [], "notes": ["no baseline: [primary] baseline = false, so no transfer is "
+                                                      f"compared with training from scratch; each l_c's metric is in "
+                                                      f"{out / 'results.csv'}"]}
+    metrics = {(p["arch"], p["source"], p["target"]): p["metric"] for p in obs["curves"]}
+    lines = []
+    for w in obs["what_to_freeze"]:
+        pair = f"{w['source']} → {w['target']} ({w['arch']}, L_H = {w['num_layers']})"
+        metric, tolerance = metrics.get((w["arch"], w["source"], w["target"]), "the metric"), w["tolerance"]
+        if w["frozen"] < 0:
+            lines.append(f"{pair}: freeze nothing: even fine-tuning every layer (l_c = 0) loses more than {tolerance:g} "
+                         f"points of {metric} against training from scratch, on the validation split")
+            continue
+        test = w.get("test_value") or {}
+        gain = w.get("test_gain") or {}
+        at_test = (f"; test {metric} there {test['mean']:.2f} ({gain['mean']:+.2f} points against the baseline)"
+                   if test.get("mean") is not None and gain.get("mean") is not None else "")
+        sure = ("established: every interval up to it stays within the tolerance" if w["established"] else
+                "not established: " + ("one seed gives no interval; run more seeds (--seeds)" if obs["seeds"] < 2
+                                       else "an interval reaches past the tolerance; more seeds narrow it"))
+        lines.append(f"{pair}: freeze the first {w['frozen']} of {w['num_layers']} body layers (l_c = {w['frozen']}): "
+                     f"up to it, no l_c loses significantly more than {tolerance:g} point{'' if tolerance == 1 else 's'} "
+                     f"of {metric} against training from scratch, on the validation split{at_test}; {sure}")
+    if not lines:
+        lines.append("no advice: " + ("; ".join(obs["notes"]) or "no transfer finished"))
+    (out / ADVICE_FILE).write_text("\n".join(lines) + "\n")
+    return lines
