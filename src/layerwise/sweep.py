@@ -31,7 +31,7 @@ from .similarity import layer_similarity, probe_sample
 from .nets import ARCHS
 from .store import DamagedCheckpoint, Store
 from .tasks import Task, TaskData
-from .train import FitResult, TrainConfig, TrainingFailed, fit, resolve_device
+from .train import FitResult, TrainConfig, TrainingFailed, fit, memory_layout, resolve_device, to_layout
 from .transfer import transfer
 
 # Raised when registered architectures compute something else under the same name and options:
@@ -187,8 +187,10 @@ class PrefixCache:
     def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
         step = self.cfg.eval_batch_size
         device = self.raw.train.y.device
+        layout = memory_layout(self.cfg, device)  # the layout fit gives the suffix's inputs: no copy per step
         with torch.autocast(device.type, enabled=self.cfg.amp):  # as the prefix runs in training
-            parts = [self.primary.features(x[torch.arange(i, min(i + step, n), device=device)], upto=stop, start=start)
+            parts = [self.primary.features(to_layout(x[torch.arange(i, min(i + step, n), device=device)], layout),
+                                           upto=stop, start=start)
                      for i in range(0, n, step)]
         return torch.cat(parts)
 
