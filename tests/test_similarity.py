@@ -65,3 +65,18 @@ def test_the_probe_sample_spreads_evenly_over_groups_not_in_contiguous_runs():
     many = torch.arange(2000) // 2  # 1000 groups of 2, more groups than the sample
     assert torch.bincount(many[probe_sample(2000, 100, seed=1, groups=many)]).max() == 1
     assert torch.equal(picked, probe_sample(len(groups), 60, seed=0, groups=groups))
+
+
+def test_the_frozen_prefix_run_once_gives_the_scores_of_running_each_network_whole():
+    torch.manual_seed(0)
+    primary = ARCHS["alexnet-small"]((1, 16, 16), 10, width=4, hidden=16)
+    data = random_data()
+    for frozen in (0, 2, 5):
+        net = transfer(primary, 3, frozen)
+        fit(net, Random(), data, TrainConfig(epochs=1, lr=0.05), seed=0)
+        primary.eval(), net.eval()
+        with torch.no_grad():
+            whole = [linear_cka(primary.features(data.test.x, upto=i + 1), net.features(data.test.x, upto=i + 1))
+                     for i in range(primary.num_layers)]
+        expected = [1.0] * frozen + whole[frozen:]
+        assert layer_similarity(primary, net, data.test.x) == pytest.approx(expected, abs=1e-6), frozen

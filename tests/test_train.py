@@ -87,3 +87,48 @@ def test_a_batch_of_one_is_refused_by_name():
 
     with pytest.raises(UserError, match=r"train\.batch_size must be at least 2.*got 1"):
         TrainConfig(batch_size=1)
+
+
+@pytest.mark.parametrize("channels_last, expected", [(None, torch.channels_last), (False, torch.contiguous_format)])
+def test_on_the_cpu_an_unset_channels_last_trains_channels_last_and_false_keeps_the_default_layout(channels_last, expected):
+    torch.manual_seed(0)
+    net = small_net()
+    fit(net, Random(), random_data(), TrainConfig(epochs=1, channels_last=channels_last, device="cpu"), seed=0)
+    convs = [p for p in net.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=expected) for p in convs)
+
+
+def test_the_layout_changes_only_rounding():
+    outcomes = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        net = small_net()
+        fit(net, Random(), random_data(), TrainConfig(epochs=1, lr=0.01, channels_last=channels_last), seed=0)
+        outcomes.append(net.state_dict())
+    for key, value in outcomes[0].items():
+        torch.testing.assert_close(outcomes[1][key], value, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("settings", [dict(optimizer="adam", weight_decay=0.01),
+                                      dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-3)])
+def test_the_fused_optimizer_takes_the_steps_of_torchs_default_one(settings):
+    from layerwise.train import make_optimizer
+
+    cfg = TrainConfig(lr=0.01, **settings)
+    torch.manual_seed(0)
+    nets = [small_net().eval(), small_net().eval()]  # no dropout: both see the same function
+    nets[1].load_state_dict(nets[0].state_dict())
+    reference = (torch.optim.SGD(nets[1].parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                 weight_decay=cfg.weight_decay)
+                 if cfg.optimizer == "sgd" else torch.optim.Adam(nets[1].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
+    optimizers = [make_optimizer(list(nets[0].parameters()), cfg), reference]
+    x, y = random_data().train.x, random_data().train.y
+    before = nets[0].layers[0][0].weight.detach().clone()
+    for _ in range(5):
+        for net, optimizer in zip(nets, optimizers):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            optimizer.step()
+    for (key, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(nets[0].layers[0][0].weight, before)  # the steps did move the weights

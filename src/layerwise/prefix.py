@@ -10,7 +10,7 @@ import torch
 
 from .net import LayeredNet
 from .tasks import TaskData
-from .train import TrainConfig
+from .train import TrainConfig, memory_layout, to_layout
 
 
 class PrefixCache:
@@ -36,8 +36,10 @@ class PrefixCache:
     def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
         step = self.cfg.eval_batch_size
         device = self.raw.train.y.device
+        layout = memory_layout(self.cfg, device)  # the layout fit gives the suffix's inputs: no copy per step
         with torch.autocast(device.type, enabled=self.cfg.amp):  # as the prefix runs in training
-            parts = [self.primary.features(x[torch.arange(i, min(i + step, n), device=device)], upto=stop, start=start)
+            parts = [self.primary.features(to_layout(x[torch.arange(i, min(i + step, n), device=device)], layout),
+                                           upto=stop, start=start)
                      for i in range(0, n, step)]
         return torch.cat(parts)
 

@@ -63,8 +63,12 @@ def layer_similarity(primary: LayeredNet, transferred: LayeredNet, x: torch.Tens
     scores = []
     a, b = x, x
     for i, (pa, pb) in enumerate(zip(primary.layers, transferred.layers)):
-        a, b = pa(a), pb(b)
-        scores.append(1.0 if i < transferred.frozen else linear_cka(a, b))
+        if i < transferred.frozen:  # the primary's layer, held constant: one pass serves both
+            a = b = pa(a)
+            scores.append(1.0)
+        else:
+            a, b = pa(a), pb(b)
+            scores.append(linear_cka(a, b))
     primary.train(primary_mode)
     transferred.train(transferred_mode)
     return scores
