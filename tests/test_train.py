@@ -89,11 +89,11 @@ def test_a_batch_of_one_is_refused_by_name():
         TrainConfig(batch_size=1)
 
 
-@pytest.mark.parametrize("channels_last, expected", [(None, torch.channels_last), (False, torch.contiguous_format)])
-def test_on_the_cpu_an_unset_channels_last_trains_channels_last_and_false_keeps_the_default_layout(channels_last, expected):
+@pytest.mark.parametrize("options, expected", [({"channels_last": True}, torch.channels_last), ({}, torch.contiguous_format)])
+def test_channels_last_trains_in_it_when_asked_and_the_default_keeps_the_reproducible_layout(options, expected):
     torch.manual_seed(0)
     net = small_net()
-    fit(net, Random(), random_data(), TrainConfig(epochs=1, channels_last=channels_last, device="cpu"), seed=0)
+    fit(net, Random(), random_data(), TrainConfig(epochs=1, device="cpu", **options), seed=0)
     convs = [p for p in net.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=expected) for p in convs)
 
