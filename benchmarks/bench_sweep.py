@@ -383,7 +383,9 @@ def main():
         parser.error(f"--ways takes a comma-separated list of {', '.join(WAYS)}; got {args.ways!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = config(args.quick, args.seeds, args.set)
+    # layerwise with the threads the other two ways have: "auto" reads a load average that still
+    # counts the previous way's work, and a thread count changes results by rounding
+    cfg = config(args.quick, args.seeds, [f"threads={torch.get_num_threads()}", *args.set])
     before = machine()
     warm_up(cfg)
     results, seconds, report_seconds = {}, {}, None

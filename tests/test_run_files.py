@@ -293,7 +293,7 @@ def test_a_config_that_plans_no_transfer_says_so_before_training(capsys, tmp_pat
     ("arch_options.alexnet-small.width=0", ["[arch_options.alexnet-small]", "does not build for task", "'width': 0"]),
     ("train.batch_size=1", ["train.batch_size must be at least 2", "got 1"]),
     ('executor="slurm"', ["executor must be one of local, ray", "'slurm'"]),
-    ("threads=0", ["threads must be \"auto\" or a positive integer", "got 0"]),
+    ("threads=0", ["threads must be \"cores\", \"auto\" or a positive integer", "got 0"]),
     ("ray.gpus=-1", ["[ray]", "gpus >= 0", "gpus = -1"]),
     ("ray.nodes=2", ["[ray]", "'nodes'", "address, cpus, gpus, max_retries"]),
 ])

@@ -88,6 +88,17 @@ def test_auto_threads_are_the_cores_that_others_leave_free(monkeypatch, cores, l
     assert executors.free_cores(own) == free
 
 
+def test_default_threads_are_every_usable_core_whatever_the_load_so_reruns_give_the_same_numbers(monkeypatch, tiny_raw):
+    from layerwise import executors
+
+    assert config_from_dict(tiny_raw).threads == "cores"
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    for load in (0.0, 2.7, 9.0):
+        monkeypatch.setattr(executors.os, "getloadavg", lambda: (load, 0.0, 0.0))
+        assert executors.unit_threads("cores", own=0) == 3 and executors.unit_threads(5, own=0) == 5
+    assert executors.unit_threads("auto", own=0) == 1  # the load of 9 leaves one
+
+
 def test_pairs_with_incompatible_shapes_are_skipped_unless_asked_for(tiny_raw):
     tiny_raw["task_options"]["digits"] = {"size": 8}
     jobs = plan(config_from_dict(tiny_raw))

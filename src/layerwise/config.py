@@ -58,7 +58,7 @@ class Config:
     checkpoints: str = "all"  # "all": keep every trained model; "primaries": only those transfers start from
     estimate: bool = False  # also compute the cheap per-layer estimates (estimate.py) and check them
     executor: str = "local"  # "local": one process; "ray": units of work as tasks on a Ray cluster
-    threads: Union[str, int] = "auto"  # torch threads of the local executor; "auto": the cores not busy
+    threads: Union[str, int] = "cores"  # torch threads of the local executor: "cores" it may use, "auto" those not busy, or N
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     data: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # [data.NAME]: tasks from files (tasks/files.py)
@@ -200,9 +200,9 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     cfg.executor = raw.get("executor", "local")
     if cfg.executor not in EXECUTORS:
         raise UserError(f"{where}: executor must be one of {', '.join(EXECUTORS)}; got {cfg.executor!r}")
-    cfg.threads = raw.get("threads", "auto")
-    if cfg.threads != "auto" and not (type(cfg.threads) is int and cfg.threads >= 1):
-        raise UserError(f"{where}: threads must be \"auto\" or a positive integer; got {cfg.threads!r}")
+    cfg.threads = raw.get("threads", "cores")
+    if cfg.threads not in ("cores", "auto") and not (type(cfg.threads) is int and cfg.threads >= 1):
+        raise UserError(f"{where}: threads must be \"cores\", \"auto\" or a positive integer; got {cfg.threads!r}")
     cfg.ray = _dataclass_from(RayConfig, raw.get("ray", {}), f"{where} [ray]")
     cfg.train = _dataclass_from(TrainConfig, raw.get("train", {}), f"{where} [train]")
     cfg.report = _dataclass_from(ReportConfig, raw.get("report", {}), f"{where} [report]")

@@ -30,13 +30,27 @@ from .plan import Job
 CRASH_ONCE = "LAYERWISE_TEST_CRASH_ONCE"
 
 
+def usable_cores() -> int:
+    """The cores this process may use (its CPU affinity: what a batch system gave it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def free_cores(own: int = 0) -> int:
-    """The cores this process may use that others leave free: its CPU affinity less the one-minute
+    """The cores this process may use that others leave free: `usable_cores` less the one-minute
     load average, less the `own` threads this process itself kept busy lately; at least 1.
     Threads beyond that wait on each other at every barrier, which makes small networks several
     times slower on a busy machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - round(max(0.0, os.getloadavg()[0] - own)))
+    return max(1, usable_cores() - round(max(0.0, os.getloadavg()[0] - own)))
+
+
+def unit_threads(setting, own: int) -> int:
+    """The torch threads of the next unit for the config's `threads`. "cores" (the default) is
+    the same count on every run of a machine: a thread count changes results by rounding (6 of
+    16 demo jobs differed between 1 and 2 threads), and the load average "auto" follows lags a
+    minute behind, so right after another job it halves the threads of an idle 2-core machine."""
+    if setting == "cores":
+        return usable_cores()
+    return free_cores(own) if setting == "auto" else setting
 
 
 @contextmanager
@@ -61,7 +75,7 @@ def run_local(sweep, finished: Dict[str, dict], bar) -> None:
     threads = 0  # none of the load is this process's yet
     with torch_threads(torch.get_num_threads()):  # given back as they were
         while todo := sweep.todo(finished):
-            threads = free_cores(threads) if sweep.cfg.threads == "auto" else sweep.cfg.threads
+            threads = unit_threads(sweep.cfg.threads, threads)
             torch.set_num_threads(threads)
             sweep.run_unit(todo[0], starting, done, show_epoch)
             sweep.sync(finished, bar)  # a primary whose checkpoint was damaged is not finished any more
