@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
+import itertools
 import json
 import math
 import os
-import platform
 import pstats
 import sys
 import tempfile
@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # this checkout's layerwise
 
+from bench_demo import cpu_model  # noqa: E402
 from layerwise.config import Config, load_config  # noqa: E402
 from layerwise.nets import ARCHS  # noqa: E402
 from layerwise.sweep import run as layerwise_sweep  # noqa: E402
@@ -148,8 +149,10 @@ def plain_fit(model: nn.Sequential, frozen: int, data: TaskData, train: TrainCon
     return {"val": best, "test": plain_error(model, data.test.x, data.test.y, train.eval_batch_size)}
 
 
-def plain(cfg: Config) -> Dict[JobName, Dict[str, float]]:
-    results = {}
+def each_pair(cfg: Config, fit_primary, results: Dict[JobName, Dict[str, float]]):
+    """For each (arch, seed): every task's primary trained from scratch by `fit_primary(model,
+    data, seed)` (its result recorded as that task's baseline), then each ordered pair as
+    (arch, seed, source, target, the source's trained primary, the target's data)."""
     for arch in cfg.archs:
         for seed in cfg.seeds:
             data = {name: cfg.task(name).load(seed) for name in cfg.tasks}
@@ -159,18 +162,26 @@ def plain(cfg: Config) -> Dict[JobName, Dict[str, float]]:
                 torch.manual_seed(seed)
                 net = ARCHS[arch](task.input_shape, task.num_classes)
                 model = nn.Sequential(*net.layers, net.head)
-                results[arch, None, name, None, seed] = plain_fit(model, 0, data[name], cfg.train, seed)
-                primaries[name] = model
-            for source in cfg.tasks:
-                for target in cfg.tasks:
-                    if source == target:
-                        continue
-                    body = primaries[source][:-1]
-                    for frozen in range(len(body) + 1):
-                        torch.manual_seed(seed)  # the new head
-                        head = nn.Linear(primaries[source][-1].in_features, cfg.task(target).num_classes)
-                        model = nn.Sequential(*copy.deepcopy(body), head)
-                        results[arch, source, target, frozen, seed] = plain_fit(model, frozen, data[target], cfg.train, seed)
+                results[arch, None, name, None, seed] = fit_primary(model, data[name], seed)
+                primaries[name] = model.to(memory_format=torch.contiguous_format)  # as layerwise reads it back
+            for source, target in itertools.permutations(cfg.tasks, 2):
+                yield arch, seed, source, target, primaries[source], data[target]
+
+
+def new_head(primary: nn.Sequential, classes: int, seed: int) -> nn.Linear:
+    torch.manual_seed(seed)  # the new head: the same for every l_c of a seed
+    return nn.Linear(primary[-1].in_features, classes)
+
+
+def plain(cfg: Config) -> Dict[JobName, Dict[str, float]]:
+    results = {}
+    fit_primary = lambda model, data, seed: plain_fit(model, 0, data, cfg.train, seed)  # noqa: E731
+    for arch, seed, source, target, primary, data in each_pair(cfg, fit_primary, results):
+        body = primary[:-1]
+        for frozen in range(len(body) + 1):
+            head = new_head(primary, cfg.task(target).num_classes, seed)
+            model = nn.Sequential(*copy.deepcopy(body), head)
+            results[arch, source, target, frozen, seed] = plain_fit(model, frozen, data, cfg.train, seed)
     return results
 
 
@@ -261,29 +272,15 @@ def advance(layer: nn.Module, data: TaskData, train: TrainConfig) -> TaskData:
 
 def floor(cfg: Config) -> Dict[JobName, Dict[str, float]]:
     results = {}
-    for arch in cfg.archs:
-        for seed in cfg.seeds:
-            data = {name: cfg.task(name).load(seed) for name in cfg.tasks}
-            primaries = {}
-            for name in cfg.tasks:
-                task = cfg.task(name)
-                torch.manual_seed(seed)
-                net = ARCHS[arch](task.input_shape, task.num_classes)
-                model = nn.Sequential(*net.layers, net.head)
-                results[arch, None, name, None, seed] = floor_fit(model, data[name], cfg.train, seed)
-                primaries[name] = model.to(memory_format=torch.contiguous_format)  # as layerwise reads it back
-            for source in cfg.tasks:
-                for target in cfg.tasks:
-                    if source == target:
-                        continue
-                    body, seen = primaries[source][:-1], data[target]
-                    for frozen in range(len(body) + 1):
-                        if frozen:
-                            seen = advance(body[frozen - 1], seen, cfg.train)
-                        torch.manual_seed(seed)
-                        head = nn.Linear(primaries[source][-1].in_features, cfg.task(target).num_classes)
-                        suffix = nn.Sequential(*copy.deepcopy(body[frozen:]), head)
-                        results[arch, source, target, frozen, seed] = floor_fit(suffix, seen, cfg.train, seed)
+    fit_primary = lambda model, data, seed: floor_fit(model, data, cfg.train, seed)  # noqa: E731
+    for arch, seed, source, target, primary, seen in each_pair(cfg, fit_primary, results):
+        body = primary[:-1]
+        for frozen in range(len(body) + 1):
+            if frozen:
+                seen = advance(body[frozen - 1], seen, cfg.train)
+            head = new_head(primary, cfg.task(target).num_classes, seed)
+            suffix = nn.Sequential(*copy.deepcopy(body[frozen:]), head)
+            results[arch, source, target, frozen, seed] = floor_fit(suffix, seen, cfg.train, seed)
     return results
 
 
@@ -321,14 +318,6 @@ def agreement(results: Dict[str, Dict[JobName, Dict[str, float]]]) -> bool:
             job = max(signed, key=lambda k: abs(signed[k]))
             print(f"  largest: {describe(job)}: {results[a][job]['test']:.3f} against {results[b][job]['test']:.3f}")
     return ok
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def machine() -> str:
