@@ -17,4 +17,4 @@ from .transfer import transfer
 
 __all__ = ["LayeredNet", "transfer", "count_parameters", "UserError", "ARCHS", "TASKS", "Task", "TaskData",
            "Split", "TensorTask", "TrainConfig", "fit", "evaluate", "run_experiment", "observations"]
-__version__ = "0.2.0"
+__version__ = "0.3.0"
