@@ -151,8 +151,7 @@ def wait(ray, sweep, refs: list, finished: Dict[str, dict], bar) -> None:
             done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in done:
                 outcome(ray, sweep, ref)
-            if sweep.sync(finished, bar):
-                sweep.write_results(finished)
+            sweep.sync(finished, bar)
         bar.set_description("on Ray", refresh=False)
     finally:
         for ref in pending:

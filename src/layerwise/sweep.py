@@ -144,17 +144,18 @@ class Sweep:
                        dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line a while
             try:
                 execute(self, finished, bar)
-            finally:
+            finally:  # once, however the run ends: rewriting it after every job grows with the sweep
                 bar.close()
+                self.write_results(finished)
         return [job for job in self.jobs if job.key in self._ran]
 
     def todo(self, finished: Dict[str, dict]) -> List[List[Job]]:
         """The units with a job not recorded yet, in plan order."""
         return [unit for unit in units(self.jobs) if any(job.key not in finished for job in unit)]
 
-    def sync(self, finished: Dict[str, dict], bar=None) -> bool:
+    def sync(self, finished: Dict[str, dict], bar=None) -> None:
         """Bring `finished` up to the run directory: add the records written since the last look
-        (by this process or a worker), drop those set aside since; return whether it changed."""
+        (by this process or a worker), drop those set aside since."""
         on_disk = self.store.finished_keys()
         gone = [key for key in finished if key not in on_disk]
         for key in gone:
@@ -169,14 +170,12 @@ class Sweep:
                     added += 1
         if bar is not None and (added or gone):
             bar.update(added - len(gone))
-        return bool(added or gone)
 
     def finish(self, finished: Dict[str, dict], job: Job, record: dict, bar) -> None:
         """Count a job this process has just recorded."""
         finished[job.key] = record
         self._ran.add(job.key)
         bar.update()
-        self.write_results(finished)
 
     def write_results(self, finished: Dict[str, dict]) -> None:
         self.store.write_results([finished[job.key] for job in self.jobs if job.key in finished])
