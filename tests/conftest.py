@@ -45,6 +45,23 @@ def tiny(tiny_raw):
     return config_from_dict(tiny_raw, "tiny.toml")
 
 
+def interrupt_fit_at(monkeypatch, call: int):
+    """Make the sweep's `fit` raise KeyboardInterrupt (as Ctrl-C would) at its `call`-th call;
+    returns the real `fit`, to put back."""
+    import layerwise.sweep as sweep_module
+
+    real, calls = sweep_module.fit, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "fit", interrupted)
+    return real
+
+
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 

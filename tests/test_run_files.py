@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import interrupt_fit_at
 from layerwise import UserError
 from layerwise.cli import main
 from layerwise.store import Store
@@ -99,15 +100,7 @@ def stopped_after_one_job(capsys, tmp_path, two_tasks, monkeypatch):
     """A run directory with one finished job of four (as after Ctrl-C)."""
     import layerwise.sweep as sweep_module
 
-    out, real, calls = tmp_path / "run", sweep_module.fit, []
-
-    def stop_at_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sweep_module, "fit", stop_at_second)
+    out, real = tmp_path / "run", interrupt_fit_at(monkeypatch, 2)
     assert run(capsys, two_tasks, out)[0] == 130
     monkeypatch.setattr(sweep_module, "fit", real)
     assert len(snapshot(out)) == 1

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from conftest import interrupt_fit_at
 from layerwise import UserError
 from layerwise.config import config_from_dict
 from layerwise.sweep import PrefixCache, Sweep, plan
@@ -194,16 +195,7 @@ def test_a_rerun_resumes_and_runs_only_what_is_missing(tiny, tmp_path, monkeypat
 
 def test_a_sweep_stopped_halfway_keeps_what_finished(tiny, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    calls = []
-    real = sweep_module.fit
-
-    def crash_on_fourth(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sweep_module, "fit", crash_on_fourth)
+    real = interrupt_fit_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         Sweep(tiny, out, progress=False).run()
     records = list((out / "jobs").glob("*.json"))
