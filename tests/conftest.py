@@ -29,6 +29,7 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 64},
     "task_options": {"printed-digits": {"per_class": 20}},
     "arch_options": {"alexnet-small": {"width": 4, "hidden": 16}},
+    "workers": 1,  # in this process, where a test can reach into the sweep; test_workers.py runs worker processes
 }
 
 

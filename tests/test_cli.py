@@ -13,7 +13,9 @@ from layerwise.cli import main
 
 def write_config(tmp_path, raw):
     lines = [f'name = "{raw["name"]}"', f"tasks = {json.dumps(raw['tasks'])}", f"archs = {json.dumps(raw['archs'])}",
-             f"seeds = {raw['seeds']}", f"frozen = {json.dumps(raw['frozen'])}", "[train]"]
+             f"seeds = {raw['seeds']}", f"frozen = {json.dumps(raw['frozen'])}"]
+    lines += [f"workers = {json.dumps(raw['workers'])}"] if "workers" in raw else []
+    lines += ["[train]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in raw["train"].items()]
     for table in ("task_options", "arch_options"):
         for name, options in raw[table].items():

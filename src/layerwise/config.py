@@ -58,7 +58,8 @@ class Config:
     checkpoints: str = "all"  # "all": keep every trained model; "primaries": only those transfers start from
     estimate: bool = False  # also compute the cheap per-layer estimates (estimate.py) and check them
     executor: str = "local"  # "local": one process; "ray": units of work as tasks on a Ray cluster
-    threads: Union[str, int] = "cores"  # torch threads of the local executor: "cores" it may use, "auto" those not busy, or N
+    workers: Union[str, int] = "auto"  # processes the local executor runs units in: "auto" (one per core on the CPU) or N
+    threads: Union[str, int] = "cores"  # torch threads of each: its share of the cores it may use, of those not busy ("auto"), or N
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     data: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # [data.NAME]: tasks from files (tasks/files.py)
@@ -200,6 +201,9 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     cfg.executor = raw.get("executor", "local")
     if cfg.executor not in EXECUTORS:
         raise UserError(f"{where}: executor must be one of {', '.join(EXECUTORS)}; got {cfg.executor!r}")
+    cfg.workers = raw.get("workers", "auto")
+    if cfg.workers != "auto" and not (type(cfg.workers) is int and cfg.workers >= 1):
+        raise UserError(f"{where}: workers must be \"auto\" or a positive integer; got {cfg.workers!r}")
     cfg.threads = raw.get("threads", "cores")
     if cfg.threads not in ("cores", "auto") and not (type(cfg.threads) is int and cfg.threads >= 1):
         raise UserError(f"{where}: threads must be \"cores\", \"auto\" or a positive integer; got {cfg.threads!r}")

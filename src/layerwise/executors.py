@@ -1,10 +1,11 @@
 """Executors: how the units of a sweep get run.
 
 A unit is a primary alone, or every `l_c` of one (primary, secondary), which share a prefix cache
-(plan.units). "local" runs the units one after another in this process. "ray" makes each unit a
-task on a Ray cluster with the CPUs and GPUs it declares; a transfer unit takes its primary's
-task as an argument, so Ray starts it only once the primary is recorded, and a unit whose worker
-died is started again by Ray.
+(plan.units). "local" runs the units on this machine: in `workers` processes at once (worker.py),
+each with its share of the cores as torch threads, or with one worker in this process. "ray"
+makes each unit a task on a Ray cluster with the CPUs and GPUs it declares; a transfer unit takes
+its primary's task as an argument, so Ray starts it only once the primary is recorded, and a unit
+whose worker died is started again by Ray.
 
 Either way the run directory is the durable state: a unit writes each job's record itself as the
 job finishes, so whatever stops the driver or a worker, the next run does only what is missing.
@@ -15,7 +16,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import signal
+import subprocess
+import sys
+import threading
+from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -28,6 +34,7 @@ from .plan import Job
 # Test hook: a file path. The first Ray unit with several jobs to run that finds no file there
 # writes its first finished job's key into it and kills its own worker, as a crash would.
 CRASH_ONCE = "LAYERWISE_TEST_CRASH_ONCE"
+AUTO_WORKERS = 8  # the most processes workers = "auto" starts: each holds its own copy of the data
 
 
 def usable_cores() -> int:
@@ -43,14 +50,29 @@ def free_cores(own: int = 0) -> int:
     return max(1, usable_cores() - round(max(0.0, os.getloadavg()[0] - own)))
 
 
-def unit_threads(setting, own: int) -> int:
-    """The torch threads of the next unit for the config's `threads`. "cores" (the default) is
-    the same count on every run of a machine: a thread count changes results by rounding (6 of
-    16 demo jobs differed between 1 and 2 threads), and the load average "auto" follows lags a
-    minute behind, so right after another job it halves the threads of an idle 2-core machine."""
+def unit_threads(setting, own: int, workers: int = 1) -> int:
+    """The torch threads of the next unit for the config's `threads`, in each of `workers`
+    processes. "cores" (the default) is the same count on every run of a machine: a thread count
+    changes results by rounding (6 of 16 demo jobs differed between 1 and 2 threads), and the load
+    average "auto" follows lags a minute behind, so right after another job it halves the threads
+    of an idle 2-core machine."""
     if setting == "cores":
-        return usable_cores()
-    return free_cores(own) if setting == "auto" else setting
+        return max(1, usable_cores() // workers)
+    return max(1, free_cores(own) // workers) if setting == "auto" else setting
+
+
+def local_workers(cfg, device: torch.device) -> int:
+    """How many processes the local executor runs units in at once. "auto": on the CPU one per
+    usable core (at most AUTO_WORKERS), as small networks use one thread each far better than a
+    share of several (two 1-thread processes had 1.4x the throughput of one 2-thread process on
+    the demo's convolutions, 2-core Xeon); on a GPU one, which has it to itself. A config with
+    tasks or architectures given as Python objects (run_experiment) runs in this process: a new
+    process would not know them."""
+    if cfg.workers != "auto":
+        return cfg.workers
+    if device.type != "cpu" or cfg.custom_tasks or cfg.custom_archs:
+        return 1
+    return min(usable_cores(), AUTO_WORKERS)
 
 
 @contextmanager
@@ -65,9 +87,13 @@ def torch_threads(count: int):
 
 
 def run_local(sweep, finished: Dict[str, dict], bar) -> None:
-    """Every unit not recorded yet, one after another in this process, in plan order (which puts
-    each primary before its transfers). With threads = "auto" each unit gets the cores free as
-    it starts, so a long sweep follows other programs as they come and go."""
+    """Every unit not recorded yet, on this machine: in worker processes (run_workers), or with
+    one worker one after another in this process, in plan order (which puts each primary before
+    its transfers). There, with threads = "auto", each unit gets the cores free as it starts, so
+    a long sweep follows other programs as they come and go."""
+    workers = local_workers(sweep.cfg, sweep.device)
+    if workers > 1:
+        return run_workers(sweep, finished, bar, workers)
     show_epoch = lambda epoch, val: bar.set_postfix(epoch=f"{epoch}/{sweep.cfg.train.epochs}", refresh=False)  # noqa: E731
 
     starting = lambda job: bar.set_description(job.describe(), refresh=False)  # noqa: E731
@@ -79,6 +105,79 @@ def run_local(sweep, finished: Dict[str, dict], bar) -> None:
             torch.set_num_threads(threads)
             sweep.run_unit(todo[0], starting, done, show_epoch)
             sweep.sync(finished, bar)  # a primary whose checkpoint was damaged is not finished any more
+
+
+def run_workers(sweep, finished: Dict[str, dict], bar, workers: int) -> None:
+    """Every unit not recorded yet, up to `workers` at once, each in a worker process with the
+    same torch threads (so a job gives the same numbers whichever worker runs it), in plan order;
+    a transfer unit starts once its primary is recorded. The bar moves as records appear."""
+    threads = unit_threads(sweep.cfg.threads, 0, workers)
+    out, running = str(sweep.store.root), {}
+    with WorkerPool(workers) as pool:
+        while True:
+            todo, busy = sweep.todo(finished), {unit[0].key for unit in running.values()}
+            for unit in todo:
+                job = unit[0]
+                ready = job.kind != "transfer" or job.primary in finished
+                if len(running) < workers and ready and job.key not in busy:
+                    running[pool.submit(sweep.cfg, out, unit, threads)] = unit
+            if not running:
+                if todo:  # a transfer without its primary in the plan: cannot happen, but must not spin
+                    raise RuntimeError(f"no unit can start; the first waits for {todo[0][0].primary}")
+                return
+            bar.set_description(f"{len(running)} units in {workers} workers", refresh=False)
+            done, _ = futures.wait(running, timeout=1.0, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                del running[future]  # its records are in the run directory
+                future.result()  # a unit's error, raised here
+            sweep.sync(finished, bar)  # a primary whose checkpoint was damaged is not finished any more
+
+
+class WorkerPool:
+    """Up to `size` worker processes (`python -m layerwise.worker`), each driven by one thread
+    of a thread pool, which sends it a unit on its stdin and reads the outcome from its stdout.
+    Leaving the block normally lets the workers end; leaving it by an error or an interruption
+    kills them (a job's record and checkpoint are written whole or not at all)."""
+
+    def __init__(self, size: int):
+        self.threads = futures.ThreadPoolExecutor(size, thread_name_prefix="layerwise-worker")
+        self.local, self.processes = threading.local(), []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        for process in self.processes:
+            process.stdin.close() if kind is None else process.kill()
+        for process in self.processes:
+            process.wait()
+        self.threads.shutdown(cancel_futures=True)
+
+    def submit(self, cfg, out: str, unit: List[Job], threads: int) -> futures.Future:
+        return self.threads.submit(self._run, (cfg, out, unit, threads), unit[0].describe())
+
+    def _process(self) -> subprocess.Popen:
+        """This thread's worker, started on first use with this process's layerwise and path."""
+        if getattr(self.local, "process", None) is None:
+            path = os.pathsep.join([str(Path(__file__).resolve().parent.parent), *filter(None, sys.path)])
+            self.local.process = subprocess.Popen([sys.executable, "-m", "layerwise.worker"], stdin=subprocess.PIPE,
+                                                  stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
+            self.processes.append(self.local.process)
+        return self.local.process
+
+    def _run(self, request: tuple, name: str):
+        process = self._process()
+        try:
+            pickle.dump(request, process.stdin)
+            process.stdin.flush()
+            status, value = pickle.load(process.stdout)
+        except (EOFError, BrokenPipeError, pickle.UnpicklingError):
+            code = process.wait()
+            raise UserError(f"a worker process died running {name} (exit status {code}); finished jobs are kept: "
+                            "run the same command again") from None
+        if status == "ok":
+            return value
+        raise value
 
 
 # Ray ------------------------------------------------------------------------------------
@@ -127,7 +226,7 @@ def submit(ray, sweep, todo: List[List[Job]], finished: Dict[str, dict]) -> list
     """One task per unit, with the resources the config declares. A transfer unit whose primary
     is not recorded gets the primary's task as an argument: Ray runs it after that task."""
     settings = sweep.cfg.ray
-    task = ray.remote(num_cpus=settings.cpus, num_gpus=settings.gpus, max_retries=settings.max_retries)(run_unit)
+    task = ray.remote(num_cpus=settings.cpus, num_gpus=settings.gpus, max_retries=settings.max_retries)(ray_unit)
     cfg = ray.put(worker_config(sweep.cfg))
     out, crash = str(sweep.store.root), os.environ.get(CRASH_ONCE)
     refs, primaries = [], {}
@@ -183,13 +282,18 @@ def worker_config(cfg):
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
 
 
-def run_unit(cfg, out: str, unit: List[Job], crash: Optional[str], *after) -> List[str]:
+def ray_unit(cfg, out: str, unit: List[Job], crash: Optional[str], *after) -> List[str]:
     """A unit in a Ray worker, with as many torch threads as the CPUs it asked for; returns the
     keys of the jobs it ran. `after` is its primary's outcome, there only so that Ray runs this
     task once the primary's has ended."""
-    torch.set_num_threads(max(1, int(cfg.ray.cpus)))
-    done = crash_once(crash) if crash and len(unit) > 1 else None
-    return [record["key"] for record in worker_sweep(cfg, out).run_unit(unit, on_done=done)]
+    return run_unit(cfg, out, unit, max(1, int(cfg.ray.cpus)), crash_once(crash) if crash and len(unit) > 1 else None)
+
+
+def run_unit(cfg, out: str, unit: List[Job], threads: int, on_done=None) -> List[str]:
+    """A unit in a worker process (Ray's or the local executor's) with `threads` torch threads;
+    returns the keys of the jobs it ran."""
+    torch.set_num_threads(threads)
+    return [record["key"] for record in worker_sweep(cfg, out).run_unit(unit, on_done=on_done)]
 
 
 _worker: Dict[tuple, object] = {}  # this worker's Sweep, kept between units: the data it loaded stays loaded
@@ -206,7 +310,8 @@ def worker_sweep(cfg, out: str):
 
 
 def crash_once(marker: str):
-    """The test hook of CRASH_ONCE: after a unit's first job, die unless `marker` says a unit did."""
+    """The test hook of CRASH_ONCE: after a unit's first job, die unless `marker` says a unit did
+    (the local executor's workers take it too)."""
     def done(job: Job, record: dict) -> None:
         if not os.path.exists(marker):
             Path(marker).write_text(job.key)

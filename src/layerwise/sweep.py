@@ -277,7 +277,7 @@ class Sweep:
             "num_layers": net.num_layers, "parameters": count_parameters(net),
             "best_epoch": result.best_epoch, "val": result.val, "test": result.test,
             "history": result.history, "seconds": round(result.seconds, 3),
-            "cached_prefix": cached_prefix, "device": str(self.device),
+            "cached_prefix": cached_prefix, "device": str(self.device), "threads": torch.get_num_threads(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
 

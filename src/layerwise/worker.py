@@ -1,0 +1,55 @@
+"""A worker process of the local executor: `python -m layerwise.worker`, started by executors.WorkerPool.
+
+It reads requests from stdin, each a pickled (config, run directory, unit, torch threads), runs
+the unit into the run directory (each job writes its own record, as under Ray), and answers each
+on the stdout it was started with: a pickled ("ok", keys of the jobs it ran) or ("error",
+exception). Anything else it prints goes to stderr. It ends when its stdin closes, and within a
+second of its driver's end however that came (a driver started again must not meet it still
+running a unit); Ctrl-C is the driver's to handle, so it ignores it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+
+
+def end_with(driver: int) -> None:
+    """End this process as soon as `driver` is no longer its parent."""
+    while os.getppid() == driver:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def main() -> None:
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the answers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from .errors import UserError
+    from .executors import CRASH_ONCE, crash_once, run_unit
+
+    threading.Thread(target=end_with, args=(os.getppid(),), daemon=True).start()
+    crash = os.environ.get(CRASH_ONCE)
+
+    while True:
+        try:
+            cfg, out, unit, threads = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        try:
+            answer = ("ok", run_unit(cfg, out, unit, threads, crash_once(crash) if crash and len(unit) > 1 else None))
+        except UserError as err:
+            answer = ("error", UserError(str(err)))
+        except Exception:  # a bug: its traceback, as text (not every exception pickles)
+            answer = ("error", RuntimeError(f"{unit[0].describe()} failed in a worker process:\n{traceback.format_exc()}"))
+        pickle.dump(answer, answers)
+        answers.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The local executor's worker processes: the records of one process, each job once, a worker
+that dies or a driver that is stopped or killed costs only what was running, and how many
+workers and threads "auto" and "cores" give."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import cli_env
+from layerwise import executors
+from layerwise.cli import main
+from layerwise.config import config_from_dict
+from layerwise.executors import CRASH_ONCE
+from layerwise.plan import units
+from layerwise.sweep import Sweep
+from test_cli import write_config
+
+VARYING = ("seconds", "finished")  # what two runs of one job may not share
+
+
+def records(out):
+    return {p.name: json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")}
+
+
+def stamps(out):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "jobs").glob("*.json")}
+
+
+def test_two_workers_give_the_records_of_one_process_with_their_threads(tiny_raw, tmp_path):
+    Sweep(config_from_dict({**tiny_raw, "threads": 1}), tmp_path / "one", progress=False).run()
+    sweep = Sweep(config_from_dict({**tiny_raw, "workers": 2, "threads": 1}), tmp_path / "two", progress=False)
+    assert sweep.run() == sweep.jobs
+    want, got = records(tmp_path / "one"), records(tmp_path / "two")
+    assert got.keys() == want.keys() and len(got) == len(sweep.jobs)
+    for name, record in got.items():
+        assert record["threads"] == 1
+        assert {k: v for k, v in record.items() if k not in VARYING} == {k: v for k, v in want[name].items() if k not in VARYING}
+    assert (tmp_path / "two" / "results.csv").read_text() == (tmp_path / "one" / "results.csv").read_text()
+
+
+def test_a_worker_that_dies_stops_the_run_in_one_line_and_the_next_run_does_only_the_rest(tiny_raw, tmp_path, monkeypatch,
+                                                                                         capsys):
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ONCE, str(marker))  # the first unit of several jobs kills its worker after one
+    config, out = write_config(tmp_path, {**tiny_raw, "workers": 2}), tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("layerwise: error:")]
+    assert len(lines) == 1 and "a worker process died running" in lines[0] and "run the same command again" in lines[0]
+    assert "Traceback" not in err
+    first = marker.read_text()  # the job recorded just before its worker died
+    before = stamps(out)
+    assert f"{first}.json" in before and len(before) < 8
+
+    monkeypatch.delenv(CRASH_ONCE)
+    sweep = Sweep(config_from_dict({**tiny_raw, "workers": 2}), out, progress=False)
+    ran = sweep.run()
+    after = stamps(out)
+    assert len(after) == len(sweep.jobs) and all(after[name] == seen for name, seen in before.items())
+    assert not {f"{job.key}.json" for job in ran} & set(before)
+    unit = next(u for u in units(sweep.jobs) if u[0].key == first)
+    assert {job.key for job in unit[1:]} <= {job.key for job in ran}  # the rest of the unit ran in the second run
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_driver_stopped_or_killed_takes_its_workers_with_it_and_a_rerun_repeats_nothing(tiny_raw, tmp_path, stop):
+    tiny_raw.update(frozen="all", workers=2)
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline = time.time() + 120
+    while len(list(out.glob("jobs/*.json"))) < 3 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(stop)
+    _, err = driver.communicate(timeout=60)
+    if stop == signal.SIGTERM:
+        assert driver.returncode == 130 and "Traceback" not in err, err
+    time.sleep(1.5)  # a worker whose driver was killed notices within a second
+    before = stamps(out)
+    assert 3 <= len(before) < 16
+    time.sleep(1.0)
+    assert stamps(out) == before  # no worker is left writing
+
+    sweep = Sweep(config_from_dict({**tiny_raw, "workers": 2}), out, progress=False)
+    ran = sweep.run()
+    after = stamps(out)
+    assert len(after) == 16 and all(after[name] == seen for name, seen in before.items())
+    assert 0 < len(ran) <= 16 - len(before) and not {f"{job.key}.json" for job in ran} & set(before)
+
+
+@pytest.mark.parametrize("cores, device, custom, workers", [
+    (2, "cpu", False, 2),
+    (64, "cpu", False, executors.AUTO_WORKERS),  # each worker holds its own copy of the data
+    (1, "cpu", False, 1),
+    (4, "cuda", False, 1),  # a GPU is one worker's
+    (4, "cpu", True, 1),  # Python objects from run_experiment stay in this process
+])
+def test_auto_workers_are_one_per_core_on_the_cpu(monkeypatch, tiny, cores, device, custom, workers):
+    monkeypatch.setattr(executors, "usable_cores", lambda: cores)
+    tiny.workers = "auto"
+    if custom:
+        tiny.custom_archs = {"mine": object()}
+    assert executors.local_workers(tiny, torch.device(device)) == workers
+    tiny.workers = 3
+    assert executors.local_workers(tiny, torch.device(device)) == 3
+
+
+def test_each_worker_gets_its_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(executors, "usable_cores", lambda: 8)
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (4.0, 0.0, 0.0))
+    assert [executors.unit_threads("cores", 0, w) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert executors.unit_threads("auto", 0, 2) == 2  # 4 of 8 cores busy elsewhere
+    assert executors.unit_threads(3, 0, 2) == 3
+
+
+@pytest.mark.parametrize("value", ["many", 0, -1, 1.5, True])
+def test_workers_must_be_auto_or_a_positive_integer(tiny_raw, value):
+    with pytest.raises(Exception, match="workers must be \"auto\" or a positive integer"):
+        config_from_dict({**tiny_raw, "workers": value}, "tiny.toml")
