@@ -89,13 +89,27 @@ def test_a_batch_of_one_is_refused_by_name():
         TrainConfig(batch_size=1)
 
 
-@pytest.mark.parametrize("options, expected", [({"channels_last": True}, torch.channels_last), ({}, torch.contiguous_format)])
-def test_channels_last_trains_in_it_when_asked_and_the_default_keeps_the_reproducible_layout(options, expected):
+@pytest.mark.parametrize("options, expected", [({}, torch.channels_last), ({"channels_last": True}, torch.channels_last),
+                                               ({"channels_last": False}, torch.contiguous_format)])
+def test_on_the_cpu_an_unset_channels_last_trains_channels_last_and_false_keeps_the_default_layout(options, expected):
     torch.manual_seed(0)
     net = small_net()
     fit(net, Random(), random_data(), TrainConfig(epochs=1, device="cpu", **options), seed=0)
     convs = [p for p in net.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=expected) for p in convs)
+
+
+def test_a_job_in_channels_last_gives_the_same_bits_after_other_work():
+    def trained(before: int):
+        for _ in range(before):  # other training first, as a worker that ran other units would
+            fit(small_net(), Random(), random_data(), TrainConfig(epochs=1, lr=0.02, batch_size=16), seed=1)
+        torch.manual_seed(0)
+        net = small_net()
+        fit(net, Random(), random_data(), TrainConfig(epochs=2, lr=0.01, channels_last=True), seed=0)
+        return net.state_dict()
+
+    first, later = trained(0), trained(2)
+    assert all(torch.equal(first[key], later[key]) for key in first)
 
 
 def test_the_layout_changes_only_rounding():
