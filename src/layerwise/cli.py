@@ -39,7 +39,11 @@ def load(config: str, overrides: List[str], executor: Optional[str] = None, addr
 def where(cfg, sweep) -> str:
     if cfg.executor == "ray":
         return "on Ray" + (f" at {cfg.ray.address}" if cfg.ray.address else "")
-    return f"on {sweep.device}"
+    from .executors import local_workers, unit_threads
+
+    workers = local_workers(cfg, sweep.device)
+    threads = "threads as cores are free" if cfg.threads == "auto" else f"{unit_threads(cfg.threads, 0, workers)} thread(s)"
+    return f"on {sweep.device}, " + (f"in {workers} worker processes of {threads} each" if workers > 1 else f"with {threads}")
 
 
 def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, mode: str = "resume",
@@ -66,7 +70,7 @@ def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", r
         print(f"\ninterrupted: finished jobs are kept in {out_dir}; run the same command again to resume", file=sys.stderr)
         return 130
     failed = sweep.failed()
-    print(f"{cfg.name}: ran {len(ran)} jobs {'in this process' if cfg.executor == 'local' else 'on Ray'}" + (
+    print(f"{cfg.name}: ran {len(ran)} jobs{' on Ray' if cfg.executor == 'ray' else ''}" + (
         f"; {len(failed)} of the sweep's jobs failed (the reason is in each record in {out_dir / 'jobs'}); "
         "to try them again, run the same command with --retry-failed" if failed else ""), file=sys.stderr)
     if cfg.estimate:

@@ -23,15 +23,20 @@ import torch
 from .net import LayeredNet
 
 
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """The centred Gram matrix (n x n) of n examples' representations, scaled to unit Frobenius
+    norm (all zeros when the representation is constant)."""
+    x = x.flatten(1).double()
+    x = x - x.mean(0)  # centring the features centres the Gram matrix
+    k = x @ x.T
+    norm = torch.linalg.norm(k)
+    return k / norm if norm > 0 else k
+
+
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear CKA of two (n, ...) representations of the same n examples, in its Gram-matrix form
     (n x n), which stays cheap however wide the layers are."""
-    x = x.flatten(1).double()
-    y = y.flatten(1).double()
-    x, y = x - x.mean(0), y - y.mean(0)  # centring the features centres the Gram matrices
-    k, l = x @ x.T, y @ y.T  # noqa: E741
-    denominator = torch.linalg.norm(k) * torch.linalg.norm(l)
-    return float((k * l).sum() / denominator) if denominator > 0 else 0.0
+    return float((gram(x) * gram(y)).sum())
 
 
 def probe_sample(count: int, size: int, seed: int, groups: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -55,20 +60,31 @@ def probe_sample(count: int, size: int, seed: int, groups: Optional[torch.Tensor
 
 
 @torch.no_grad()
-def layer_similarity(primary: LayeredNet, transferred: LayeredNet, x: torch.Tensor) -> List[float]:
-    """Linear CKA of every body layer's output on `x` between the primary and the transfer."""
-    primary_mode, transferred_mode = primary.training, transferred.training
+def primary_grams(primary: LayeredNet, x: torch.Tensor) -> List[torch.Tensor]:
+    """The primary's side of `layer_similarity` on `x`: each body layer's `gram`. It is the same
+    for every l_c of a (primary, secondary), so a sweep computes it once for all of them."""
+    mode = primary.training
     primary.eval()
+    grams = []
+    for layer in primary.layers:
+        x = layer(x)
+        grams.append(gram(x))
+    primary.train(mode)
+    return grams
+
+
+@torch.no_grad()
+def layer_similarity(primary: LayeredNet, transferred: LayeredNet, x: torch.Tensor,
+                     reference: Optional[List[torch.Tensor]] = None) -> List[float]:
+    """Linear CKA of every body layer's output on `x` between the primary and the transfer.
+    `reference` is `primary_grams(primary, x)` when already at hand. The transfer's frozen layers
+    are the primary's (CKA exactly 1), so its pass starts past them."""
+    reference = primary_grams(primary, x) if reference is None else reference
+    mode = transferred.training
     transferred.eval()
     scores = []
-    a, b = x, x
-    for i, (pa, pb) in enumerate(zip(primary.layers, transferred.layers)):
-        if i < transferred.frozen:  # the primary's layer, held constant: one pass serves both
-            a = b = pa(a)
-            scores.append(1.0)
-        else:
-            a, b = pa(a), pb(b)
-            scores.append(linear_cka(a, b))
-    primary.train(primary_mode)
-    transferred.train(transferred_mode)
+    for i, layer in enumerate(transferred.layers):
+        x = layer(x)
+        scores.append(1.0 if i < transferred.frozen else float((reference[i] * gram(x)).sum()))
+    transferred.train(mode)
     return scores

@@ -24,7 +24,7 @@ from .errors import warn
 from .net import LayeredNet, count_parameters
 from .plan import Job, build, ordered_pairs, plan, units
 from .prefix import PrefixCache
-from .similarity import layer_similarity, probe_sample
+from .similarity import layer_similarity, primary_grams, probe_sample
 from .store import DamagedCheckpoint, Store
 from .tasks import Task, TaskData
 from .train import FitResult, TrainingFailed, fit, resolve_device
@@ -49,6 +49,7 @@ class Sweep:
         self._data: Dict[Tuple[str, Optional[int], int], TaskData] = {}
         self._primary: Optional[Tuple[str, LayeredNet]] = None
         self._cache: Optional[Tuple[tuple, PrefixCache]] = None
+        self._probe: Optional[tuple] = None  # (ident, probe, the primary's grams): see similarity_probe
         self._warned: set = set()
         self._ran: set = set()
 
@@ -197,7 +198,7 @@ class Sweep:
                     on_done(job, records[-1])
         except DamagedCheckpoint as err:
             self.store.set_job_aside(err.key, err.why)
-            self._primary = self._cache = None
+            self._primary = self._cache = self._probe = None
         return records
 
     def run_job(self, job: Job, on_epoch=None) -> dict:
@@ -233,9 +234,8 @@ class Sweep:
             self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
         record = self.record(job, task, net, result, cached_prefix=cached is not None)
         if job.kind == "transfer":
-            sample = probe_sample(len(data.val), SIMILARITY_EXAMPLES, job.seed, data.val.groups)
-            probe = data.val.x[sample.to(self.device)]
-            record["similarity"] = layer_similarity(primary, net, probe)
+            probe, reference = self.similarity_probe(job, primary, data)
+            record["similarity"] = layer_similarity(primary, net, probe, reference)
         self.store.write_record(record)
         return record
 
@@ -269,6 +269,16 @@ class Sweep:
         if self._cache is None or self._cache[0] != ident:
             self._cache = (ident, PrefixCache(primary, data, self.cfg.train))
         return self._cache[1]
+
+    def similarity_probe(self, job: Job, primary: LayeredNet, data: TaskData):
+        """The validation examples a transfer's layers are compared on, and the primary's side of
+        the comparison: the same for every l_c of a (primary, secondary), so made once."""
+        ident = (job.primary, job.target, job.fold)
+        if self._probe is None or self._probe[0] != ident:
+            sample = probe_sample(len(data.val), SIMILARITY_EXAMPLES, job.seed, data.val.groups)
+            probe = data.val.x[sample.to(self.device)]
+            self._probe = (ident, probe, primary_grams(primary, probe))
+        return self._probe[1:]
 
     def record(self, job: Job, task: Task, net: LayeredNet, result: FitResult, cached_prefix: bool) -> dict:
         return {
