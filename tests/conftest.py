@@ -71,3 +71,22 @@ def cli_env():
     of the package is installed."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1"}
+
+
+def records(out):
+    """The job records of a run directory, by file name."""
+    import json
+
+    return {p.name: json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")}
+
+
+def assert_same_runs(want, got, jobs: int) -> None:
+    """Two run directories hold the same `jobs` jobs with the same outcomes: equal records but for
+    when each job ran and how long it took, and equal results.csv."""
+    varying = ("seconds", "finished")
+    expected, found = records(want), records(got)
+    assert found.keys() == expected.keys() and len(found) == jobs
+    for name, record in found.items():
+        assert {k: v for k, v in record.items() if k not in varying} == \
+            {k: v for k, v in expected[name].items() if k not in varying}, name
+    assert (got / "results.csv").read_text() == (want / "results.csv").read_text()

@@ -2,7 +2,6 @@
 worker that dies is replaced, and a driver killed at any moment is resumed without repeating
 finished work."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import cli_env
+from conftest import assert_same_runs, cli_env, records
 from layerwise.config import config_from_dict
 from layerwise.executors import CRASH_ONCE, connect
 from layerwise.plan import units
@@ -19,19 +18,12 @@ from test_cli import write_config
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'layerwise[ray]')")
 
-VARYING = ("seconds", "finished")  # what two runs of one job may not share
-
-
 @pytest.fixture(scope="module")
 def cluster(data_dir):
     """A local Ray cluster for this module; its address, for drivers in other processes."""
     connect(ray, None, num_cpus=2, include_dashboard=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-def records(out):
-    return {p.name: json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")}
 
 
 def on_ray(raw):
@@ -43,11 +35,7 @@ def test_a_sweep_on_ray_gives_the_records_of_the_local_executor(cluster, tiny_ra
     Sweep(local, tmp_path / "local", progress=False).run()
     sweep = Sweep(on_ray(tiny_raw), tmp_path / "ray", progress=False)
     assert sweep.run() == sweep.jobs
-    want, got = records(tmp_path / "local"), records(tmp_path / "ray")
-    assert got.keys() == want.keys() and len(got) == len(sweep.jobs)
-    for name, record in got.items():
-        assert {k: v for k, v in record.items() if k not in VARYING} == {k: v for k, v in want[name].items() if k not in VARYING}
-    assert (tmp_path / "ray" / "results.csv").read_text() == (tmp_path / "local" / "results.csv").read_text()
+    assert_same_runs(tmp_path / "local", tmp_path / "ray", len(sweep.jobs))
 
 
 def test_a_worker_that_dies_in_the_middle_of_a_unit_is_replaced_and_every_job_runs_once(cluster, tiny_raw, tmp_path,

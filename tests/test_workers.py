@@ -2,7 +2,6 @@
 that dies or a driver that is stopped or killed costs only what was running, and how many
 workers and threads "auto" and "cores" give."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import cli_env
+from conftest import assert_same_runs, cli_env, records
 from layerwise import executors
 from layerwise.cli import main
 from layerwise.config import config_from_dict
@@ -19,13 +18,6 @@ from layerwise.executors import CRASH_ONCE
 from layerwise.plan import units
 from layerwise.sweep import Sweep
 from test_cli import write_config
-
-VARYING = ("seconds", "finished")  # what two runs of one job may not share
-
-
-def records(out):
-    return {p.name: json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")}
-
 
 def stamps(out):
     return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "jobs").glob("*.json")}
@@ -35,12 +27,8 @@ def test_two_workers_give_the_records_of_one_process_with_their_threads(tiny_raw
     Sweep(config_from_dict({**tiny_raw, "threads": 1}), tmp_path / "one", progress=False).run()
     sweep = Sweep(config_from_dict({**tiny_raw, "workers": 2, "threads": 1}), tmp_path / "two", progress=False)
     assert sweep.run() == sweep.jobs
-    want, got = records(tmp_path / "one"), records(tmp_path / "two")
-    assert got.keys() == want.keys() and len(got) == len(sweep.jobs)
-    for name, record in got.items():
-        assert record["threads"] == 1
-        assert {k: v for k, v in record.items() if k not in VARYING} == {k: v for k, v in want[name].items() if k not in VARYING}
-    assert (tmp_path / "two" / "results.csv").read_text() == (tmp_path / "one" / "results.csv").read_text()
+    assert_same_runs(tmp_path / "one", tmp_path / "two", len(sweep.jobs))
+    assert {record["threads"] for record in records(tmp_path / "two").values()} == {1}
 
 
 def test_a_worker_that_dies_stops_the_run_in_one_line_and_the_next_run_does_only_the_rest(tiny_raw, tmp_path, monkeypatch,

@@ -33,7 +33,6 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 from scipy.cluster import hierarchy
 
 from . import stats

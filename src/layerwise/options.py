@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 from .errors import UserError, unknown
 
