@@ -5,7 +5,6 @@ model for a secondary task, hold the first `l_c` layers constant and fine-tune t
 `l_c`, and compare with a model trained on the secondary task alone.
 """
 
-from .analysis import observations
 from .errors import UserError
 from .experiment import run_experiment
 from .net import LayeredNet, count_parameters
@@ -18,3 +17,13 @@ from .transfer import transfer
 __all__ = ["LayeredNet", "transfer", "count_parameters", "UserError", "ARCHS", "TASKS", "Task", "TaskData",
            "Split", "TensorTask", "TrainConfig", "fit", "evaluate", "run_experiment", "observations"]
 __version__ = "0.3.0"
+
+
+def __getattr__(name: str):
+    """`observations` on first use: it needs pandas and scipy, which a worker process or a
+    command that only trains never does (they cost a second at every start)."""
+    if name == "observations":
+        from .analysis import observations
+
+        return observations
+    raise AttributeError(f"module 'layerwise' has no attribute {name!r}")
