@@ -221,6 +221,21 @@ def test_estimate_trains_only_primaries_then_a_run_reuses_them_and_checks_the_es
     assert len(json.loads((out / "plan.json").read_text())) == 8
 
 
+def test_estimates_from_worker_processes_are_those_of_one_process(tmp_path, tiny_raw):
+    import pandas as pd
+
+    from layerwise.config import config_from_dict
+    from layerwise.sweep import Sweep
+
+    cfg = config_from_dict({**tiny_raw, "threads": 1}, "tiny.toml")
+    estimate.train_primaries(Sweep(cfg, tmp_path / "run", progress=False))
+    here = estimate.estimate_sweep(Sweep(cfg, tmp_path / "run", progress=False), progress=False)
+    cfg.workers = 2
+    there = estimate.estimate_sweep(Sweep(cfg, tmp_path / "run", progress=False), progress=False)
+    assert len(here) == 2 * 3 * len(estimate.SCORES)  # 2 pairs x 3 l_c
+    pd.testing.assert_frame_equal(there, here, rtol=1e-9)
+
+
 def test_estimate_must_be_true_or_false(capsys, tmp_path, tiny_raw):
     from test_cli import write_config
 

@@ -29,6 +29,7 @@ the same projection for both splits. Tasks scored per utterance are scored here 
 from __future__ import annotations
 
 import functools
+from concurrent import futures
 from typing import Dict
 
 import numpy as np
@@ -225,25 +226,52 @@ def curve_scores(primary, data, levels, seed: int, train_cfg) -> Dict[int, Dict[
     return out
 
 
+def curve_rows(sweep, unit) -> list:
+    """The rows of estimates.csv for one unit of transfers (one curve: arch, seed, pair, fold)."""
+    job = unit[0]
+    primary = sweep.primary(job)
+    curve = curve_scores(primary, sweep.data(job.target, job.seed, job.fold), [j.frozen for j in unit], job.seed,
+                         sweep.cfg.train)
+    return [{"arch": job.arch, "source": job.source, "target": job.target, "seed": job.seed, "frozen": level,
+             "fraction": level / primary.num_layers, "score": score, "value": value}
+            for level, scores in curve.items() for score, value in scores.items()]
+
+
+def estimate_unit(cfg, out: str, unit, threads: int) -> list:
+    """`curve_rows` in a worker process of the local executor, with `threads` torch threads."""
+    from .executors import worker_sweep
+
+    torch.set_num_threads(threads)
+    return curve_rows(worker_sweep(cfg, out), unit)
+
+
 def estimate_sweep(sweep, progress: bool = True):
     """Estimate curves for every (arch, seed, primary -> secondary, l_c) the sweep plans, from its
-    recorded primaries; returns the rows of estimates.csv (folds averaged within a seed)."""
+    recorded primaries; returns the rows of estimates.csv (folds averaged within a seed). The
+    curves are spread over the local executor's worker processes, as its units are."""
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from .executors import WorkerPool, local_workers, unit_threads
     from .plan import units
 
     groups = [u for u in units(sweep.jobs) if u[0].kind == "transfer"]
-    rows = []
-    for unit in tqdm(groups, unit="curve", desc="estimates", disable=not progress, dynamic_ncols=True):
-        job = unit[0]
-        depth = sweep.primary(job).num_layers
-        curve = curve_scores(sweep.primary(job), sweep.data(job.target, job.seed, job.fold),
-                             [j.frozen for j in unit], job.seed, sweep.cfg.train)
-        for level, scores in curve.items():
-            for score, value in scores.items():
-                rows.append({"arch": job.arch, "source": job.source, "target": job.target, "seed": job.seed,
-                             "frozen": level, "fraction": level / depth, "score": score, "value": value})
+    workers = local_workers(sweep.cfg, sweep.device) if sweep.cfg.executor == "local" else 1
+    bar = tqdm(total=len(groups), unit="curve", desc="estimates", disable=not progress, dynamic_ncols=True)
+    with bar:
+        if workers > 1:
+            threads = unit_threads(sweep.cfg.threads, 0, workers)
+            with WorkerPool(workers, threads) as pool:
+                pending = [pool.submit(estimate_unit, sweep.cfg, str(sweep.store.root), unit, threads) for unit in groups]
+                for future in futures.as_completed(pending):
+                    future.result()  # a curve's error, raised here
+                    bar.update()
+                rows = [row for future in pending for row in future.result()]
+        else:
+            rows = []
+            for unit in groups:
+                rows += curve_rows(sweep, unit)
+                bar.update()
     table = pd.DataFrame(rows, columns=COLUMNS)
     return table.groupby(COLUMNS[:-1], as_index=False, sort=False)["value"].mean()
 

@@ -31,10 +31,12 @@ import torch
 from .errors import UserError
 from .plan import Job
 
-# Test hook: a file path. The first Ray unit with several jobs to run that finds no file there
-# writes its first finished job's key into it and kills its own worker, as a crash would.
+# Test hook: a file path. The first unit with several jobs to run (in a Ray worker or a local
+# worker process) that finds no file there writes its first finished job's key into it and kills
+# its own worker, as a crash would.
 CRASH_ONCE = "LAYERWISE_TEST_CRASH_ONCE"
 AUTO_WORKERS = 8  # the most processes workers = "auto" starts: each holds its own copy of the data
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read by numpy's BLAS as it loads
 
 
 def usable_cores() -> int:
@@ -113,14 +115,14 @@ def run_workers(sweep, finished: Dict[str, dict], bar, workers: int) -> None:
     a transfer unit starts once its primary is recorded. The bar moves as records appear."""
     threads = unit_threads(sweep.cfg.threads, 0, workers)
     out, running = str(sweep.store.root), {}
-    with WorkerPool(workers) as pool:
+    with WorkerPool(workers, threads) as pool:
         while True:
             todo, busy = sweep.todo(finished), {unit[0].key for unit in running.values()}
             for unit in todo:
                 job = unit[0]
                 ready = job.kind != "transfer" or job.primary in finished
                 if len(running) < workers and ready and job.key not in busy:
-                    running[pool.submit(sweep.cfg, out, unit, threads)] = unit
+                    running[pool.submit(run_unit, sweep.cfg, out, unit, threads, os.environ.get(CRASH_ONCE))] = unit
             if not running:
                 if todo:  # a transfer without its primary in the plan: cannot happen, but must not spin
                     raise RuntimeError(f"no unit can start; the first waits for {todo[0][0].primary}")
@@ -135,13 +137,18 @@ def run_workers(sweep, finished: Dict[str, dict], bar, workers: int) -> None:
 
 class WorkerPool:
     """Up to `size` worker processes (`python -m layerwise.worker`), each driven by one thread
-    of a thread pool, which sends it a unit on its stdin and reads the outcome from its stdout.
+    of a thread pool, which sends it a call (a module-level function of layerwise and its
+    arguments, a unit of work among them) on its stdin and reads the outcome from its stdout.
     Leaving the block normally lets the workers end; leaving it by an error or an interruption
     kills them (a job's record and checkpoint are written whole or not at all)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, threads: int):
+        """`threads`: each worker's, for torch (set by the function it runs) and for the BLAS
+        under numpy (set here, at its start): numpy's OpenBLAS threads spin while they wait, and
+        two workers with a 2-thread BLAS each on 2 cores ran the estimates 15x slower."""
         self.threads = futures.ThreadPoolExecutor(size, thread_name_prefix="layerwise-worker")
         self.local, self.processes = threading.local(), []
+        self.env = {**os.environ, **{name: str(threads) for name in BLAS_THREADS}}
 
     def __enter__(self):
         return self
@@ -153,15 +160,16 @@ class WorkerPool:
             process.wait()
         self.threads.shutdown(cancel_futures=True)
 
-    def submit(self, cfg, out: str, unit: List[Job], threads: int) -> futures.Future:
-        return self.threads.submit(self._run, (cfg, out, unit, threads), unit[0].describe())
+    def submit(self, function, cfg, out: str, unit: List[Job], *args) -> futures.Future:
+        """`function(cfg, out, unit, *args)` in a worker; its future has what it returns."""
+        return self.threads.submit(self._run, (function, (cfg, out, unit, *args)), unit[0].describe())
 
     def _process(self) -> subprocess.Popen:
         """This thread's worker, started on first use with this process's layerwise and path."""
         if getattr(self.local, "process", None) is None:
             path = os.pathsep.join([str(Path(__file__).resolve().parent.parent), *filter(None, sys.path)])
             self.local.process = subprocess.Popen([sys.executable, "-m", "layerwise.worker"], stdin=subprocess.PIPE,
-                                                  stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
+                                                  stdout=subprocess.PIPE, env={**self.env, "PYTHONPATH": path})
             self.processes.append(self.local.process)
         return self.local.process
 
@@ -286,14 +294,15 @@ def ray_unit(cfg, out: str, unit: List[Job], crash: Optional[str], *after) -> Li
     """A unit in a Ray worker, with as many torch threads as the CPUs it asked for; returns the
     keys of the jobs it ran. `after` is its primary's outcome, there only so that Ray runs this
     task once the primary's has ended."""
-    return run_unit(cfg, out, unit, max(1, int(cfg.ray.cpus)), crash_once(crash) if crash and len(unit) > 1 else None)
+    return run_unit(cfg, out, unit, max(1, int(cfg.ray.cpus)), crash)
 
 
-def run_unit(cfg, out: str, unit: List[Job], threads: int, on_done=None) -> List[str]:
+def run_unit(cfg, out: str, unit: List[Job], threads: int, crash: Optional[str] = None) -> List[str]:
     """A unit in a worker process (Ray's or the local executor's) with `threads` torch threads;
-    returns the keys of the jobs it ran."""
+    returns the keys of the jobs it ran. `crash`: see CRASH_ONCE."""
     torch.set_num_threads(threads)
-    return [record["key"] for record in worker_sweep(cfg, out).run_unit(unit, on_done=on_done)]
+    done = crash_once(crash) if crash and len(unit) > 1 else None
+    return [record["key"] for record in worker_sweep(cfg, out).run_unit(unit, on_done=done)]
 
 
 _worker: Dict[tuple, object] = {}  # this worker's Sweep, kept between units: the data it loaded stays loaded

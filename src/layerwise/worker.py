@@ -1,9 +1,9 @@
 """A worker process of the local executor: `python -m layerwise.worker`, started by executors.WorkerPool.
 
-It reads requests from stdin, each a pickled (config, run directory, unit, torch threads), runs
-the unit into the run directory (each job writes its own record, as under Ray), and answers each
-on the stdout it was started with: a pickled ("ok", keys of the jobs it ran) or ("error",
-exception). Anything else it prints goes to stderr. It ends when its stdin closes, and within a
+It reads calls from stdin, each a pickled (function, arguments): a function of layerwise such as
+executors.run_unit, which runs a unit of work into the run directory (each job writes its own
+record, as under Ray). It answers each on the stdout it was started with: a pickled ("ok", what the
+function returned) or ("error", exception). Anything else it prints goes to stderr. It ends when its stdin closes, and within a
 second of its driver's end however that came (a driver started again must not meet it still
 running a unit); Ctrl-C is the driver's to handle, so it ignores it.
 """
@@ -31,22 +31,19 @@ def main() -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the answers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .errors import UserError
-    from .executors import CRASH_ONCE, crash_once, run_unit
 
     threading.Thread(target=end_with, args=(os.getppid(),), daemon=True).start()
-    crash = os.environ.get(CRASH_ONCE)
-
     while True:
         try:
-            cfg, out, unit, threads = pickle.load(sys.stdin.buffer)
+            function, args = pickle.load(sys.stdin.buffer)
         except EOFError:
             return
         try:
-            answer = ("ok", run_unit(cfg, out, unit, threads, crash_once(crash) if crash and len(unit) > 1 else None))
+            answer = ("ok", function(*args))
         except UserError as err:
             answer = ("error", UserError(str(err)))
         except Exception:  # a bug: its traceback, as text (not every exception pickles)
-            answer = ("error", RuntimeError(f"{unit[0].describe()} failed in a worker process:\n{traceback.format_exc()}"))
+            answer = ("error", RuntimeError(f"{function.__name__} failed in a worker process:\n{traceback.format_exc()}"))
         pickle.dump(answer, answers)
         answers.flush()
 
