@@ -110,3 +110,19 @@ def test_each_worker_gets_its_share_of_the_cores(monkeypatch):
 def test_workers_must_be_auto_or_a_positive_integer(tiny_raw, value):
     with pytest.raises(Exception, match="workers must be \"auto\" or a positive integer"):
         config_from_dict({**tiny_raw, "workers": value}, "tiny.toml")
+
+
+def test_a_given_primary_built_by_a_callable_trains_its_seeds_at_once_in_workers_as_in_one_process(tiny_raw, tmp_path):
+    from torchvision_like import resnet18_like
+
+    torch.save(resnet18_like().state_dict(), tmp_path / "resnet.pt")
+    raw = {**tiny_raw, "tasks": ["printed-digits"], "frozen": [0, 3], "seeds": [0, 1], "threads": 1,
+           "train": {"epochs": 1, "batch_size": 64},
+           "primary": {"arch": "torchvision_like:resnet18_like", "checkpoint": str(tmp_path / "resnet.pt")}}
+    del raw["arch_options"], raw["archs"]
+    Sweep(config_from_dict(raw, "given.toml"), tmp_path / "one", progress=False).run()
+    sweep = Sweep(config_from_dict({**raw, "workers": 2}, "given.toml"), tmp_path / "two", progress=False)
+    assert executors.local_workers(sweep.cfg, sweep.device) == 2  # the builder travels to the workers
+    assert [len(unit) for unit in units(sweep.jobs) if unit[0].kind == "transfer"] == [2, 2]  # a unit per seed
+    sweep.run()
+    assert_same_runs(tmp_path / "one", tmp_path / "two", 1 + 2 + 4)  # the primary, 2 baselines, 2 x 2 transfers

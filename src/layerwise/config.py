@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import UserError, unknown
-from .given import GivenPrimary, callable_builder, given_primary
+from .given import CallableBuilder, GivenPrimary, given_primary
 from .nets import ARCHS
 from .options import check_call_options, check_dataclass_options, check_type
 from .tasks import TASKS, Task, make_task
@@ -235,7 +235,7 @@ def _with_given_primary(cfg: Config, raw: Dict[str, Any], where: str) -> Dict[st
     cfg.primary = given_primary(raw["primary"], where, ARCHS, base)
     arch = cfg.primary.arch
     if cfg.primary.is_callable:
-        cfg.custom_archs[arch] = callable_builder(cfg.primary)
+        cfg.custom_archs[arch] = CallableBuilder(cfg.primary)
     if raw.get("archs", [arch]) != [arch]:
         raise UserError(f"{where}: archs must be [{arch!r}], the architecture of [primary], or left out; got {raw['archs']!r}")
     if raw.get("pairs", "all") != "all":

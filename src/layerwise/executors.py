@@ -67,14 +67,25 @@ def local_workers(cfg, device: torch.device) -> int:
     """How many processes the local executor runs units in at once. "auto": on the CPU one per
     usable core (at most AUTO_WORKERS), as small networks use one thread each far better than a
     share of several (two 1-thread processes had 1.4x the throughput of one 2-thread process on
-    the demo's convolutions, 2-core Xeon); on a GPU one, which has it to itself. A config with
-    tasks or architectures given as Python objects (run_experiment) runs in this process: a new
-    process would not know them."""
+    the demo's convolutions, 2-core Xeon); on a GPU one, which has it to itself; and one for a
+    config that cannot travel to another process."""
     if cfg.workers != "auto":
         return cfg.workers
-    if device.type != "cpu" or cfg.custom_tasks or cfg.custom_archs:
+    if device.type != "cpu" or not travels(cfg):
         return 1
     return min(usable_cores(), AUTO_WORKERS)
+
+
+def travels(cfg) -> bool:
+    """Whether worker processes can be sent the config: its tasks and architectures are registered
+    names or made by the config itself (files, a given primary). Objects handed to
+    run_experiment stay in its process: a lambda does not pickle, and tensors would be copied to
+    every worker at every unit."""
+    from .given import CallableBuilder
+    from .tasks.files import FileTask
+
+    return (all(isinstance(task, FileTask) for task in cfg.custom_tasks.values())
+            and all(isinstance(build, CallableBuilder) for build in cfg.custom_archs.values()))
 
 
 @contextmanager

@@ -197,16 +197,20 @@ def reset(module: nn.Module, given: GivenPrimary) -> nn.Module:
     return module
 
 
-def callable_builder(given: GivenPrimary):
+@dataclass(frozen=True)
+class CallableBuilder:
     """A builder (input_shape, num_outputs) -> LayeredNet for a callable's architecture: its module
-    (with fresh weights when the baselines train), cut, with a fresh head."""
-    def build(input_shape, num_outputs: int) -> LayeredNet:
-        module = import_callable(given.arch, "[primary]")()
-        if given.baseline and isinstance(module, nn.Module):
-            reset(module, given)
-        net = as_layered(module, given, input_shape)
+    (with fresh weights when the baselines train), cut, with a fresh head. An object rather than
+    a closure, so that a worker process can be sent it."""
+
+    given: GivenPrimary
+
+    def __call__(self, input_shape, num_outputs: int) -> LayeredNet:
+        module = import_callable(self.given.arch, "[primary]")()
+        if self.given.baseline and isinstance(module, nn.Module):
+            reset(module, self.given)
+        net = as_layered(module, self.given, input_shape)
         return LayeredNet(net.layers, net.make_head(num_outputs), net.make_head)
-    return build
 
 
 def primary_net(cfg, input_shape, weights: bool) -> LayeredNet:

@@ -168,8 +168,9 @@ def given_job(cfg: Config, tasks: Dict[str, Task], scratch: dict, folds: dict) -
 
 def units(jobs: List[Job]) -> List[List[Job]]:
     """Units of work, in plan order: each primary alone, then every `l_c` of one (primary,
-    secondary) together."""
+    secondary, seed) together. A trained primary is one seed's; a given one serves every seed,
+    whose units can then run at once."""
     out: Dict[object, List[Job]] = {}
     for job in jobs:
-        out.setdefault(job.key if job.primary is None else (job.primary, job.target, job.fold), []).append(job)
+        out.setdefault(job.key if job.primary is None else (job.primary, job.target, job.fold, job.seed), []).append(job)
     return list(out.values())

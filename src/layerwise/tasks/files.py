@@ -192,6 +192,11 @@ class FileTask(Task):
             return False
         return True
 
+    def __getstate__(self):
+        """What another process is sent (a worker of the local executor): the task without the
+        data read here, which it reads for itself, once."""
+        return {**self.__dict__, "_data": None}
+
     def load(self, seed: int = 0) -> TaskData:
         """The splits, read once per process (they do not depend on the run's seed)."""
         if self._data is None:
