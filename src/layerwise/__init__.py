@@ -16,7 +16,7 @@ from .transfer import transfer
 
 __all__ = ["LayeredNet", "transfer", "count_parameters", "UserError", "ARCHS", "TASKS", "Task", "TaskData",
            "Split", "TensorTask", "TrainConfig", "fit", "evaluate", "run_experiment", "observations"]
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def __getattr__(name: str):
