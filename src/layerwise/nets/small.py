@@ -39,6 +39,14 @@ def linear_head(features: int, num_outputs: int) -> nn.Module:
     return nn.Linear(features, num_outputs)
 
 
+def check_sizes(width: int, hidden: int, dropout: float) -> None:
+    """Refuse sizes no network is built with, before torch builds empty layers (and warns)."""
+    if width < 1 or hidden < 1:
+        raise ValueError(f"width and hidden must be at least 1; got width={width}, hidden={hidden}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be at least 0 and below 1; got {dropout}")
+
+
 def flat_size(layers, input_shape) -> int:
     """The number of features the body's last layer gives for one input of `input_shape`."""
     with torch.no_grad():
@@ -51,6 +59,7 @@ def flat_size(layers, input_shape) -> int:
 def alexnet_like(input_shape, num_outputs: int, width: int, hidden: int, dropout: float, kernels) -> LayeredNet:
     """L_H = 6: four convolutions of the given kernel sizes (pooling after the 1st, 2nd and 4th),
     then two fully connected layers."""
+    check_sizes(width, hidden, dropout)
     c = input_shape[0]
     k1, k2, k3, k4 = kernels
     layers = [
@@ -73,6 +82,7 @@ def alexnet_small(input_shape, num_outputs: int, width: int = 32, hidden: int = 
 def vgg_small(input_shape, num_outputs: int, width: int = 16, hidden: int = 128, dropout: float = 0.25) -> LayeredNet:
     """VGG-like, L_H = 6: two stacks of 3x3 convolutions (pooling after each stack), one more 3x3
     stack, then a fully connected layer."""
+    check_sizes(width, hidden, dropout)
     c = input_shape[0]
     layers = [
         conv(c, width, 3),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import partial
 
 from ..net import LayeredNet
-from .small import alexnet_like, conv, dense, flat_size, linear_head
+from .small import alexnet_like, check_sizes, conv, dense, flat_size, linear_head
 
 
 def model_a(input_shape, num_outputs: int, width: int = 64, hidden: int = 1024, dropout: float = 0.5) -> LayeredNet:
@@ -30,6 +30,7 @@ def model_a(input_shape, num_outputs: int, width: int = 64, hidden: int = 1024, 
 
 def model_b(input_shape, num_outputs: int, width: int = 64, hidden: int = 1024, dropout: float = 0.5) -> LayeredNet:
     """VGG-like, L_H = 8: (conv3x3, conv3x3+pool) with width, 2*width and 4*width channels, fc, fc."""
+    check_sizes(width, hidden, dropout)
     c = input_shape[0]
     layers = []
     for cout in (width, 2 * width, 4 * width):
