@@ -138,7 +138,7 @@ def run_workers(sweep, finished: Dict[str, dict], bar, workers: int) -> None:
                 if todo:  # a transfer without its primary in the plan: cannot happen, but must not spin
                     raise RuntimeError(f"no unit can start; the first waits for {todo[0][0].primary}")
                 return
-            bar.set_description(f"{len(running)} units in {workers} workers", refresh=False)
+            bar.set_description(f"{len(running)} of {workers} workers busy", refresh=False)
             done, _ = futures.wait(running, timeout=1.0, return_when=futures.FIRST_COMPLETED)
             for future in done:
                 del running[future]  # its records are in the run directory
