@@ -157,7 +157,7 @@ class WorkerPool:
         """`threads`: each worker's, for torch (set by the function it runs) and for the BLAS
         under numpy (set here, at its start): numpy's OpenBLAS threads spin while they wait, and
         two workers with a 2-thread BLAS each on 2 cores ran the estimates 15x slower."""
-        self.threads = futures.ThreadPoolExecutor(size, thread_name_prefix="layerwise-worker")
+        self.drivers = futures.ThreadPoolExecutor(size, thread_name_prefix="layerwise-worker")
         self.local, self.processes = threading.local(), []
         self.env = {**os.environ, **{name: str(threads) for name in BLAS_THREADS}}
 
@@ -169,11 +169,11 @@ class WorkerPool:
             process.stdin.close() if kind is None else process.kill()
         for process in self.processes:
             process.wait()
-        self.threads.shutdown(cancel_futures=True)
+        self.drivers.shutdown(cancel_futures=True)
 
     def submit(self, function, cfg, out: str, unit: List[Job], *args) -> futures.Future:
         """`function(cfg, out, unit, *args)` in a worker; its future has what it returns."""
-        return self.threads.submit(self._run, (function, (cfg, out, unit, *args)), unit[0].describe())
+        return self.drivers.submit(self._run, (function, (cfg, out, unit, *args)), unit[0].describe())
 
     def _process(self) -> subprocess.Popen:
         """This thread's worker, started on first use with this process's layerwise and path."""

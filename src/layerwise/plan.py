@@ -166,11 +166,16 @@ def given_job(cfg: Config, tasks: Dict[str, Task], scratch: dict, folds: dict) -
     return job
 
 
+def unit_key(job: Job) -> object:
+    """What the jobs of one unit share: a primary's own key; for a transfer, its (primary,
+    secondary, fold, seed), which fix the data and the prefix outputs every `l_c` trains on. A
+    trained primary is one seed's; a given one serves every seed, whose units can then run at once."""
+    return job.key if job.primary is None else (job.primary, job.target, job.fold, job.seed)
+
+
 def units(jobs: List[Job]) -> List[List[Job]]:
-    """Units of work, in plan order: each primary alone, then every `l_c` of one (primary,
-    secondary, seed) together. A trained primary is one seed's; a given one serves every seed,
-    whose units can then run at once."""
+    """Units of work, in plan order: each primary alone, then every `l_c` of one unit_key together."""
     out: Dict[object, List[Job]] = {}
     for job in jobs:
-        out.setdefault(job.key if job.primary is None else (job.primary, job.target, job.fold, job.seed), []).append(job)
+        out.setdefault(unit_key(job), []).append(job)
     return list(out.values())

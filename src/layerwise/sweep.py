@@ -22,7 +22,7 @@ from . import given
 from .config import Config
 from .errors import warn
 from .net import LayeredNet, count_parameters
-from .plan import Job, build, ordered_pairs, plan, units
+from .plan import Job, build, ordered_pairs, plan, unit_key, units
 from .prefix import PrefixCache
 from .similarity import layer_similarity, primary_grams, probe_sample
 from .store import DamagedCheckpoint, Store
@@ -265,15 +265,16 @@ class Sweep:
         return record
 
     def prefix(self, job: Job, primary: LayeredNet, data: TaskData) -> PrefixCache:
-        ident = (job.primary, job.target, job.fold, job.seed)  # a task may split its data by seed
+        ident = unit_key(job)  # a task may split its data by seed
         if self._cache is None or self._cache[0] != ident:
             self._cache = (ident, PrefixCache(primary, data, self.cfg.train))
         return self._cache[1]
 
     def similarity_probe(self, job: Job, primary: LayeredNet, data: TaskData):
         """The validation examples a transfer's layers are compared on, and the primary's side of
-        the comparison: the same for every l_c of a (primary, secondary), so made once."""
-        ident = (job.primary, job.target, job.fold, job.seed)  # the sample is drawn with the seed
+        the comparison: the same for every l_c of a unit, so made once (the sample is drawn with
+        the unit's seed)."""
+        ident = unit_key(job)
         if self._probe is None or self._probe[0] != ident:
             sample = probe_sample(len(data.val), SIMILARITY_EXAMPLES, job.seed, data.val.groups)
             probe = data.val.x[sample.to(self.device)]
