@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench_demo import cpu_model
-from layerwise import estimate
+from layerwise import agreement, estimate, scores
 from layerwise.config import config_from_dict
 from layerwise.executors import local_workers, unit_threads
 from layerwise.store import Store
@@ -47,15 +47,15 @@ def main():
     workers = local_workers(cfg, sweep.device)
     cores = workers * unit_threads(cfg.threads, 0, workers)
     points = len(estimates.groupby(["arch", "source", "target", "seed", "frozen"]))
-    print(f"estimates: {points} (arch, seed, pair, l_c) points x {len(estimate.SCORES)} scores in {seconds:.1f} s "
+    print(f"estimates: {points} (arch, seed, pair, l_c) points x {len(scores.SCORES)} scores in {seconds:.1f} s "
           f"on {cores} core(s) ({seconds * cores:.1f} core-seconds); the sweep's {len(transfers)} transfers trained "
           f"for {sweep_seconds:.1f} s ({sweep_core_seconds:.1f} core-seconds): "
           f"{sweep_core_seconds / (seconds * cores):.1f}x cheaper in core-seconds (target: 100x)")
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}, load average {load:.2f} before the estimates")
-    real = estimate.real_curves(records)
-    forms = pd.concat([estimates, estimate.reachable(estimates), estimate.depth_only(estimates)])
-    _, by_arch = estimate.curve_agreement(forms, real)
-    pairs = estimate.pair_agreement(forms, real)
+    real = agreement.real_curves(records)
+    forms = pd.concat([estimates, agreement.reachable(estimates), agreement.depth_only(estimates)])
+    _, by_arch = agreement.curve_agreement(forms, real)
+    pairs = agreement.pair_agreement(forms, real)
     table = by_arch.merge(pairs, on=["arch", "score"], suffixes=(" l_c", " pairs"))
     columns = ["arch", "score", "tau l_c", "tau_low l_c", "tau_high l_c", "rho l_c", "tau pairs", "tau_low pairs",
                "tau_high pairs", "rho pairs"]

@@ -10,7 +10,7 @@ every l_c) with the same data, seeds, optimizer, schedule, epochs and batch size
 - plain: what a researcher would write by hand: a DataLoader, a full forward pass every step,
   frozen layers held only by requires_grad=False and evaluation mode, the validation split
   evaluated every epoch, the best epoch's weights kept and tested;
-- layerwise: `layerwise.sweep.run` into a temporary run directory (records, checkpoints of the
+- layerwise: `layerwise.experiment.run` into a temporary run directory (records, checkpoints of the
   primaries, layer similarity, results.csv and the report included), as a user runs it: in its
   worker processes, one per core, each with one thread (`--threads N`: one process, N threads);
 - floor: the least work that gives the same numbers: each transfer trains only its suffix on
@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # this 
 from bench_demo import cpu_model  # noqa: E402
 from layerwise.config import Config, load_config  # noqa: E402
 from layerwise.nets import ARCHS  # noqa: E402
-from layerwise.sweep import run as layerwise_sweep  # noqa: E402
+from layerwise.experiment import run as layerwise_sweep  # noqa: E402
 from layerwise.tasks import TaskData  # noqa: E402
 from layerwise.train import TrainConfig, lr_factor  # noqa: E402
 from layerwise.train import make_optimizer as layerwise_optimizer  # noqa: E402

@@ -47,11 +47,11 @@ def tiny(tiny_raw):
 
 
 def interrupt_fit_at(monkeypatch, call: int):
-    """Make the sweep's `fit` raise KeyboardInterrupt (as Ctrl-C would) at its `call`-th call;
+    """Make the runner's `fit` raise KeyboardInterrupt (as Ctrl-C would) at its `call`-th call;
     returns the real `fit`, to put back."""
-    import layerwise.sweep as sweep_module
+    import layerwise.runner as runner_module
 
-    real, calls = sweep_module.fit, []
+    real, calls = runner_module.fit, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -59,7 +59,7 @@ def interrupt_fit_at(monkeypatch, call: int):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "fit", interrupted)
+    monkeypatch.setattr(runner_module, "fit", interrupted)
     return real
 
 

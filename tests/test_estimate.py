@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from layerwise import estimate
+from layerwise import agreement, estimate, scores
+from layerwise.report import Run, estimates_section
 
 
 def blobs(seed=0, n=60, d=5, classes=3, spread=1.0):
@@ -23,8 +24,8 @@ def test_probe_separates_a_threshold_and_counts_validation_hits():
     train = np.array([[-2.0], [-1.0], [1.0], [2.0]])
     y = np.array([0, 0, 1, 1])
     # The threshold sits at 0: -3 and 0.5 are classified 0 and 1; labels [0, 0] make one hit in two.
-    assert estimate.linear_probe(train, y, np.array([[-3.0], [0.5]]), np.array([0, 1])) == 100.0
-    assert estimate.linear_probe(train, y, np.array([[-3.0], [0.5]]), np.array([0, 0])) == 50.0
+    assert scores.linear_probe(train, y, np.array([[-3.0], [0.5]]), np.array([0, 1])) == 100.0
+    assert scores.linear_probe(train, y, np.array([[-3.0], [0.5]]), np.array([0, 0])) == 50.0
 
 
 def test_knn_votes_and_breaks_ties_by_the_nearest_neighbour():
@@ -32,15 +33,15 @@ def test_knn_votes_and_breaks_ties_by_the_nearest_neighbour():
     y = np.array([0, 0, 0, 1, 1])
     val = np.array([[1.5], [10.5], [6.2]])
     # k = 3: [1.5] -> three 0s; [10.5] -> 1, 1, 0 -> 1; k = 2 at 6.2: one vote each, 10 is nearer than 2.
-    assert estimate.knn_accuracy(train, y, val[:2], np.array([0, 1]), k=3) == 100.0
-    assert estimate.knn_accuracy(train, y, val[2:], np.array([1]), k=2) == 100.0
+    assert scores.knn_accuracy(train, y, val[:2], np.array([0, 1]), k=3) == 100.0
+    assert scores.knn_accuracy(train, y, val[2:], np.array([1]), k=2) == 100.0
 
 
 def test_hscore_is_between_class_over_total_variance_in_one_dimension():
     y = np.array([0, 0, 1, 1])
     # Class means 0 and 2 about the grand mean 1: between-class variance 1; total variance 1 and 2.
-    assert estimate.hscore(np.array([[0.0], [0.0], [2.0], [2.0]]), y) == pytest.approx(1.0)
-    assert estimate.hscore(np.array([[-1.0], [1.0], [1.0], [3.0]]), y) == pytest.approx(0.5)
+    assert scores.hscore(np.array([[0.0], [0.0], [2.0], [2.0]]), y) == pytest.approx(1.0)
+    assert scores.hscore(np.array([[-1.0], [1.0], [1.0], [3.0]]), y) == pytest.approx(0.5)
 
 
 def test_hscore_matches_its_definition_in_several_dimensions():
@@ -48,7 +49,7 @@ def test_hscore_matches_its_definition_in_several_dimensions():
     centred = f - f.mean(0)
     between = sum(np.mean(y == c) * np.outer(centred[y == c].mean(0), centred[y == c].mean(0)) for c in range(3))
     expected = np.trace(np.linalg.inv(np.cov(f.T, bias=True)) @ between)
-    assert estimate.hscore(f, y, shrinkage=0.0) == pytest.approx(expected, rel=1e-9)
+    assert scores.hscore(f, y, shrinkage=0.0) == pytest.approx(expected, rel=1e-9)
 
 
 def direct_evidence(f, t, alpha, beta):
@@ -68,7 +69,7 @@ def test_logme_evidence_is_the_marginal_likelihood_at_the_best_alpha_beta_of_a_g
     t = (f @ rng.normal(size=d) + rng.normal(0, 0.5, n) > 0).astype(float)
     u, s, _ = np.linalg.svd(f, full_matrices=False)
     z = u.T @ t
-    found, alpha, beta = estimate.logme_class(s ** 2, z ** 2, t @ t - z @ z, n, d)
+    found, alpha, beta = scores.logme_class(s ** 2, z ** 2, t @ t - z @ z, n, d)
     # At the fixed point, the evidence formula and the Gaussian marginal likelihood agree with it.
     assert direct_evidence(f, t, alpha, beta) == pytest.approx(found, abs=1e-9)
     cov = f @ f.T / alpha + np.eye(n) / beta
@@ -87,14 +88,14 @@ def test_logme_averages_the_classes_evidence(n, d):
         t = (y == c).astype(float)
         u, s, _ = np.linalg.svd(f, full_matrices=False)
         z = u.T @ t
-        per_class.append(estimate.logme_class(s ** 2, z ** 2, t @ t - z @ z, n, d)[0])
-    assert estimate.logme(f, y) == pytest.approx(np.mean(per_class))
+        per_class.append(scores.logme_class(s ** 2, z ** 2, t @ t - z @ z, n, d)[0])
+    assert scores.logme(f, y) == pytest.approx(np.mean(per_class))
 
 
 def test_logme_prefers_features_that_separate_the_classes():
     f, y = blobs(spread=0.3)
     noise = np.random.default_rng(5).normal(size=f.shape)
-    assert estimate.logme(f, y) > estimate.logme(noise, y)
+    assert scores.logme(f, y) > scores.logme(noise, y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,41 +106,41 @@ def test_logme_is_invariant_to_scaling_every_feature_by_one_factor_but_not_each_
     """Scaling F by c is absorbed by alpha (the prior precision), so the maximised evidence is the
     same; the paper's claim does not extend to per-feature scales, and neither does the maths."""
     f, y = blobs()
-    assert estimate.logme(7.5 * f, y) == pytest.approx(estimate.logme(f, y), rel=1e-6)
+    assert scores.logme(7.5 * f, y) == pytest.approx(scores.logme(f, y), rel=1e-6)
     scales = np.array([0.01, 1.0, 30.0, 1.0, 1.0])
-    assert estimate.logme(f * scales, y) != pytest.approx(estimate.logme(f, y), rel=1e-3)
+    assert scores.logme(f * scales, y) != pytest.approx(scores.logme(f, y), rel=1e-3)
 
 
 def test_probe_knn_and_hscore_are_invariant_to_feature_scaling():
     f, y = blobs()
     v, vy = blobs(seed=1)
     scales = np.array([0.01, 1.0, 30.0, 2.0, 5.0])
-    assert estimate.linear_probe(f * scales, y, v * scales, vy) == estimate.linear_probe(f, y, v, vy)
-    assert estimate.knn_accuracy(f * scales, y, v * scales, vy) == estimate.knn_accuracy(f, y, v, vy)
-    assert estimate.hscore(f * scales, y, shrinkage=0.0) == pytest.approx(estimate.hscore(f, y, shrinkage=0.0))
+    assert scores.linear_probe(f * scales, y, v * scales, vy) == scores.linear_probe(f, y, v, vy)
+    assert scores.knn_accuracy(f * scales, y, v * scales, vy) == scores.knn_accuracy(f, y, v, vy)
+    assert scores.hscore(f * scales, y, shrinkage=0.0) == pytest.approx(scores.hscore(f, y, shrinkage=0.0))
 
 
-@pytest.mark.parametrize("score", estimate.SCORES)
+@pytest.mark.parametrize("score", scores.SCORES)
 def test_every_score_is_invariant_to_relabelling_the_classes(score):
     f, y = blobs(spread=2.5)  # overlapping classes, so that mistakes and knn ties occur
     v, vy = blobs(seed=1, spread=2.5)
     relabel = np.array([2, 0, 1])
-    before = estimate.all_scores(f, y, v, vy)[score]
-    after = estimate.all_scores(f, relabel[y], v, relabel[vy])[score]
+    before = scores.all_scores(f, y, v, vy)[score]
+    after = scores.all_scores(f, relabel[y], v, relabel[vy])[score]
     assert after == pytest.approx(before, rel=1e-9)
-    assert 0 < estimate.all_scores(f, y, v, vy)["knn"] < 100  # the case above is not trivial
+    assert 0 < scores.all_scores(f, y, v, vy)["knn"] < 100  # the case above is not trivial
 
 
 def test_wide_features_are_projected_to_at_most_max_dims_with_distances_roughly_kept():
     import torch
 
     x = torch.randn(50, 32, 8, 8)  # 2048 values each
-    f = estimate.flat_features(x, max_dims=512)
+    f = scores.flat_features(x, max_dims=512)
     assert f.shape == (50, 512)
     flat = x.reshape(50, -1).double().numpy()
     ratio = np.linalg.norm(f[0] - f[1]) / np.linalg.norm(flat[0] - flat[1])
     assert 0.85 < ratio < 1.15
-    assert np.array_equal(estimate.flat_features(x, max_dims=512), f)  # one projection for every split
+    assert np.array_equal(scores.flat_features(x, max_dims=512), f)  # one projection for every split
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,20 +162,20 @@ def synthetic(real_by_pair, estimate_by_pair, seeds=(0, 1)):
 def test_agreement_is_one_for_an_estimate_that_ranks_like_the_real_curve_and_minus_one_reversed():
     real = {("x", "y"): [0.0, -0.1, -0.3, -0.6], ("y", "x"): [0.1, 0.0, -0.2, -0.2], ("x", "z"): [0.2, 0.1, 0.1, 0.0]}
     same = {k: [10 * v + 3 for v in c] for k, c in real.items()}  # another scale, the same order
-    _, by_arch = estimate.curve_agreement(*synthetic(real, same))
+    _, by_arch = agreement.curve_agreement(*synthetic(real, same))
     assert by_arch.set_index("arch").loc["a", "tau"] == pytest.approx(1.0)
     assert by_arch.set_index("arch").loc["a", "rho"] == pytest.approx(1.0)
-    _, by_arch = estimate.curve_agreement(*synthetic(real, {k: [-v for v in c] for k, c in same.items()}))
+    _, by_arch = agreement.curve_agreement(*synthetic(real, {k: [-v for v in c] for k, c in same.items()}))
     assert by_arch.set_index("arch").loc["all", "tau"] == pytest.approx(-1.0)
     # Over pairs: x->z > y->x > x->y in real transferability; an estimate whose gains rank them so agrees.
     gains = {("x", "y"): [0, -3, -6, -9], ("y", "x"): [5, 4, 3, 2], ("x", "z"): [1, 2, 3, 4]}
-    pairs = estimate.pair_agreement(*synthetic(real, gains)).set_index("arch")
+    pairs = agreement.pair_agreement(*synthetic(real, gains)).set_index("arch")
     assert pairs.loc["a", "tau"] == pytest.approx(1.0) and pairs.loc["a", "seeds"] == 2
 
 
 def test_reachable_curves_take_the_best_layer_at_or_above_each_l_c():
     est, _ = synthetic({}, {("x", "y"): [1.0, 3.0, 2.0, 0.5]}, seeds=(0,))
-    out = estimate.reachable(est)
+    out = agreement.reachable(est)
     assert list(out.sort_values("frozen")["value"]) == [3.0, 3.0, 2.0, 0.5]
     assert set(out["score"]) == {"probe (reachable)"}
 
@@ -200,7 +201,7 @@ def test_estimate_trains_only_primaries_then_a_run_reuses_them_and_checks_the_es
     assert list(rows[0]) == ["arch", "source", "target", "seed", "frozen", "fraction", "score", "value"]
     assert {(r["source"], r["target"], r["frozen"], r["score"]) for r in rows} == {
         (a, b, k, s) for a, b in [("digits", "printed-digits"), ("printed-digits", "digits")] for k in "026"
-        for s in estimate.SCORES}
+        for s in scores.SCORES}
     assert len(rows) == 24 and {r["fraction"] for r in rows} == {"0", "0.333333", "1"}
     html = (out / "report.html").read_text()
     assert "Estimates without fine-tuning" in html and "estimates.png" in html and (out / "estimates.png").exists()
@@ -209,12 +210,12 @@ def test_estimate_trains_only_primaries_then_a_run_reuses_them_and_checks_the_es
     run = layerwise("run", str(config), "--out", str(out), "--set", "train.epochs=1", "--set", "estimate=true", "--quiet")
     assert run.returncode == 0, run.stderr
     assert "2 already finished" in run.stderr and "estimates:" in run.stderr
-    agreement = list(csv.DictReader(open(out / "estimate_agreement.csv")))
-    assert {r["score"] for r in agreement} >= set(estimate.SCORES) | {"-l_c (no estimate)"}
+    agreed = list(csv.DictReader(open(out / "estimate_agreement.csv")))
+    assert {r["score"] for r in agreed} >= set(scores.SCORES) | {"-l_c (no estimate)"}
     assert "tau over l_c" in (out / "report.html").read_text()
     assert "What to freeze, estimated" in (out / "report.html").read_text()
     freeze = list(csv.DictReader(open(out / "estimate_freeze.csv")))
-    assert len(freeze) == 2 * len(estimate.ADVICE_SCORES) and all(r["freeze l_c (sweep, validation)"] for r in freeze)
+    assert len(freeze) == 2 * len(agreement.ADVICE_SCORES) and all(r["freeze l_c (sweep, validation)"] for r in freeze)
 
     again = layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet")
     assert again.returncode == 0 and "0 primaries to train" in again.stderr, again.stderr  # the same experiment
@@ -232,7 +233,7 @@ def test_estimates_from_worker_processes_are_those_of_one_process(tmp_path, tiny
     here = estimate.estimate_sweep(Sweep(cfg, tmp_path / "run", progress=False), progress=False)
     cfg.workers = 2
     there = estimate.estimate_sweep(Sweep(cfg, tmp_path / "run", progress=False), progress=False)
-    assert len(here) == 2 * 3 * len(estimate.SCORES)  # 2 pairs x 3 l_c
+    assert len(here) == 2 * 3 * len(scores.SCORES)  # 2 pairs x 3 l_c
     pd.testing.assert_frame_equal(there, here, rtol=1e-9)
 
 
@@ -257,13 +258,13 @@ def test_estimated_freeze_advice_is_the_deepest_lc_within_a_point_of_the_best_re
             for score, value in (("probe", probe + wobble), ("knn", knn), ("logme", -frozen)):
                 rows.append({"arch": "x", "source": "a", "target": "b", "seed": seed, "frozen": frozen,
                              "fraction": frozen / 3, "score": score, "value": value})
-    advice = estimate.freeze_advice(pd.DataFrame(rows)).set_index("score")["frozen"].to_dict()
+    advice = agreement.freeze_advice(pd.DataFrame(rows)).set_index("score")["frozen"].to_dict()
     # probe reachable: 82, 82, 81.5, 79 -> within 1 point of 82 up to l_c = 2; knn: 70, 69.5, 65, 60 -> 1
     assert advice == {"probe (reachable)": 2, "knn (reachable)": 1}  # LogME has no unit for a tolerance: it does not advise
 
 
 def test_a_damaged_estimates_file_is_named_and_the_report_still_builds(tmp_path, capsys):
     (tmp_path / "estimates.csv").write_bytes(b"\x00\x01garbage,\n\"unterminated")
-    assert estimate.write_estimate_report(tmp_path, []) == ""
+    assert estimates_section(Run(tmp_path, {}, [], 0)) == []
     err = capsys.readouterr().err
     assert "estimates.csv cannot be read" in err and "layerwise estimate" in err

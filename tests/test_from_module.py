@@ -53,7 +53,7 @@ def test_shipped_cut_lists_reproduce_vgg_and_alexnet(name, model):
     assert isinstance(net.layers[-2][0], nn.Linear if name != "alexnet" else nn.Dropout)
 
 
-def test_a_split_module_transfers_with_a_fresh_linear_head():
+def test_a_cut_module_transfers_with_a_fresh_linear_head():
     x = example(1, 32, 32)
     net = LayeredNet.from_module(ResNet(in_channels=1), CUTS["resnet"], x)
     moved = transfer(net, 3, frozen=2)

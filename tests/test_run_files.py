@@ -98,11 +98,11 @@ def test_a_damaged_checkpoint_is_named_and_its_primary_trained_again_before_its_
 @pytest.fixture
 def stopped_after_one_job(capsys, tmp_path, two_tasks, monkeypatch):
     """A run directory with one finished job of four (as after Ctrl-C)."""
-    import layerwise.sweep as sweep_module
+    import layerwise.runner as runner_module
 
     out, real = tmp_path / "run", interrupt_fit_at(monkeypatch, 2)
     assert run(capsys, two_tasks, out)[0] == 130
-    monkeypatch.setattr(sweep_module, "fit", real)
+    monkeypatch.setattr(runner_module, "fit", real)
     assert len(snapshot(out)) == 1
     return out
 

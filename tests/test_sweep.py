@@ -9,8 +9,11 @@ import torch
 from conftest import interrupt_fit_at
 from layerwise import UserError
 from layerwise.config import config_from_dict
-from layerwise.sweep import PrefixCache, Sweep, plan
-import layerwise.sweep as sweep_module
+import layerwise.runner as runner_module
+from layerwise.plan import build, plan
+from layerwise.prefix import PrefixCache
+from layerwise.runner import Runner
+from layerwise.sweep import Sweep
 
 
 def test_each_primary_is_trained_once_and_is_the_baseline_of_transfers_into_its_task(tiny_raw):
@@ -69,8 +72,8 @@ def test_a_finetuning_learning_rate_reaches_the_optimizer_of_transfers_and_not_o
 
 
 def test_the_local_executor_trains_with_the_threads_it_is_given_and_gives_them_back(tiny_raw, tmp_path, monkeypatch):
-    threads, real = [], sweep_module.fit
-    monkeypatch.setattr(sweep_module, "fit", lambda *a, **k: threads.append(torch.get_num_threads()) or real(*a, **k))
+    threads, real = [], runner_module.fit
+    monkeypatch.setattr(runner_module, "fit", lambda *a, **k: threads.append(torch.get_num_threads()) or real(*a, **k))
     before = torch.get_num_threads()
     Sweep(config_from_dict({**tiny_raw, "threads": 3}), tmp_path / "run", progress=False).run()
     assert set(threads) == {3} and torch.get_num_threads() == before
@@ -110,10 +113,10 @@ def test_pairs_with_incompatible_shapes_are_skipped_unless_asked_for(tiny_raw):
 
 
 def test_the_prefix_cache_matches_the_plain_computation_layer_by_layer(tiny):
-    sweep = Sweep(tiny, "/nonexistent", progress=False)
+    runner = Runner(tiny, "/nonexistent")
     torch.manual_seed(0)
-    net = sweep_module.build(tiny, "alexnet-small", tiny.task("digits")).eval()
-    data = sweep.data("printed-digits", 0)
+    net = build(tiny, "alexnet-small", tiny.task("digits")).eval()
+    data = runner.data("printed-digits", 0)
     cache = PrefixCache(net, data, tiny.train)
     for level in (1, 2, 4, 6, 3):
         got = cache.at(level)
@@ -125,9 +128,9 @@ def test_the_prefix_cache_matches_the_plain_computation_layer_by_layer(tiny):
 
 def test_under_amp_the_prefix_cache_keeps_and_counts_the_autocast_dtype(tiny):
     tiny.train = dataclasses.replace(tiny.train, amp=True, device="cpu")
-    sweep = Sweep(tiny, "/nonexistent", progress=False)
-    net = sweep_module.build(tiny, "alexnet-small", tiny.task("digits"))
-    data = sweep.data("printed-digits", 0)
+    runner = Runner(tiny, "/nonexistent")
+    net = build(tiny, "alexnet-small", tiny.task("digits"))
+    data = runner.data("printed-digits", 0)
     cache = PrefixCache(net, data, tiny.train)
     got = cache.at(2)
     assert got.train.x.dtype == torch.bfloat16  # what the suffix receives without the cache too
@@ -137,9 +140,9 @@ def test_under_amp_the_prefix_cache_keeps_and_counts_the_autocast_dtype(tiny):
 
 def test_a_prefix_too_large_for_the_memory_limit_is_not_cached(tiny):
     tiny.train = dataclasses.replace(tiny.train, cache_limit_gb=1e-6)
-    sweep = Sweep(tiny, "/nonexistent", progress=False)
-    net = sweep_module.build(tiny, "alexnet-small", tiny.task("digits"))
-    assert PrefixCache(net, sweep.data("digits", 0), tiny.train).at(1) is None
+    runner = Runner(tiny, "/nonexistent")
+    net = build(tiny, "alexnet-small", tiny.task("digits"))
+    assert PrefixCache(net, runner.data("digits", 0), tiny.train).at(1) is None
 
 
 def run_all(cfg, out):
@@ -180,8 +183,8 @@ def test_a_rerun_resumes_and_runs_only_what_is_missing(tiny, tmp_path, monkeypat
     for job in removed:
         (out / "jobs" / f"{job.key}.json").unlink()
     ran = []
-    real = Sweep.run_job
-    monkeypatch.setattr(Sweep, "run_job", lambda self, job, on_epoch=None: ran.append(job) or real(self, job, on_epoch))
+    real = Runner.run_job
+    monkeypatch.setattr(Runner, "run_job", lambda self, job, on_epoch=None: ran.append(job) or real(self, job, on_epoch))
     again = run_all(tiny, out)
     assert ran == removed
     # a job is pure: running it again gives the same record
@@ -201,7 +204,7 @@ def test_a_sweep_stopped_halfway_keeps_what_finished(tiny, tmp_path, monkeypatch
     records = list((out / "jobs").glob("*.json"))
     assert len(records) == 3 and all(json.loads(p.read_text())["test"] for p in records)
     assert not list(out.rglob("*.tmp*"))
-    monkeypatch.setattr(sweep_module, "fit", real)
+    monkeypatch.setattr(runner_module, "fit", real)
     sweep = Sweep(tiny, out, progress=False)
     assert len(sweep.pending()) == len(sweep.jobs) - 3
     sweep.run()

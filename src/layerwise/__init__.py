@@ -3,8 +3,13 @@
 Gradual transfer learning (Fayek, Cavedon and Wu): train on a primary task, copy the body into a
 model for a secondary task, hold the first `l_c` layers constant and fine-tune the rest, for every
 `l_c`, and compare with a model trained on the secondary task alone.
+
+Imports: a module imports the modules of layerwise it uses at its top, never inside a function;
+a function may import a heavy third-party module (pandas, scipy, matplotlib) where it uses it,
+so that worker processes and commands that only train do not pay for it at start-up.
 """
 
+from .analysis import observations
 from .errors import UserError
 from .experiment import run_experiment
 from .net import LayeredNet, count_parameters
@@ -18,12 +23,3 @@ __all__ = ["LayeredNet", "transfer", "count_parameters", "UserError", "ARCHS", "
            "Split", "TensorTask", "TrainConfig", "fit", "evaluate", "run_experiment", "observations"]
 __version__ = "0.4.0"
 
-
-def __getattr__(name: str):
-    """`observations` on first use: it needs pandas and scipy, which a worker process or a
-    command that only trains never does (they cost a second at every start)."""
-    if name == "observations":
-        from .analysis import observations
-
-        return observations
-    raise AttributeError(f"module 'layerwise' has no attribute {name!r}")

@@ -26,20 +26,20 @@ freeze) use the validation split, and the test split is only reported.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
-import pandas as pd
-from scipy.cluster import hierarchy
+
+if TYPE_CHECKING:  # pandas is imported where it is used (see the package docstring)
+    import pandas as pd
 
 from . import stats
 from .errors import UserError
+from .results import RESULT_COLUMNS, metric_lower_is_better, plain, result_rows
 
 REQUIRED = ["arch", "source", "target", "seed", "frozen", "split", "metric", "value"]
-LOWER_IS_BETTER = {"error", "err", "per", "fer", "wer", "cer", "ue", "loss"}
 GROUP = ["arch", "source", "target"]
 
 
@@ -53,32 +53,14 @@ class Record(dict):
             raise AttributeError(name) from None
 
 
-def _plain(value):
-    """Python scalars, None for NaN, Record for dicts: what json.dumps writes without complaint."""
-    if isinstance(value, dict):
-        return Record({str(k): _plain(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(value) else float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def metric_lower_is_better(metric: str) -> bool:
-    name = str(metric).lower()
-    return name in LOWER_IS_BETTER or name.endswith("error")
-
-
 # ---------------------------------------------------------------------------------------------
 # The table
 
 
 def results_table(results) -> pd.DataFrame:
     """`results` as a DataFrame with results.csv's columns: a DataFrame, a CSV path, or job records."""
+    import pandas as pd
+
     if isinstance(results, pd.DataFrame):
         return results.copy()
     if isinstance(results, (str, Path)):
@@ -86,14 +68,14 @@ def results_table(results) -> pd.DataFrame:
             return pd.read_csv(results)
         except (OSError, pd.errors.ParserError) as err:
             raise UserError(f"cannot read the results table {results}: {err}") from None
-    from .store import RESULT_COLUMNS, result_rows
-
     return pd.DataFrame(result_rows(list(results)), columns=RESULT_COLUMNS)
 
 
 def _clean(df: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
     """One row per job and split, holding the task's own metric as an error, with every column the
     analysis needs (missing optional columns are inferred, and said so)."""
+    import pandas as pd
+
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise UserError(f"the results table lacks the column(s) {', '.join(missing)}; expected at least "
@@ -136,6 +118,7 @@ def _clean(df: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
 def per_seed(results, notes: Optional[List[str]] = None) -> pd.DataFrame:
     """One row per (arch, source, target, seed, l_c, split): the transfer's metric, its baseline's,
     the gain in points and normalised, and l_c as a fraction of depth; folds averaged."""
+
     notes = [] if notes is None else notes
     df = _clean(results_table(results), notes)
     keys = ["arch", "target", "seed", "fold", "split"]
@@ -168,6 +151,8 @@ def _scales(df: pd.DataFrame, base: pd.DataFrame, notes: List[str]) -> pd.DataFr
     error to the baseline's mean error over seeds (the share of what the baseline learned above
     chance), or, for a task whose chance level is not given, the baseline's mean error (the
     relative change in error)."""
+    import pandas as pd
+
     scale = base.groupby(["arch", "target", "fold", "split"], as_index=False).agg(error=("baseline_error", "mean"))
     chance = pd.to_numeric(df["chance"], errors="coerce") if "chance" in df.columns else pd.Series(np.nan, df.index)
     chance_error = pd.Series(np.where(df["lower"], chance, 100.0 - chance), index=df.index)
@@ -192,6 +177,8 @@ def area(fraction: np.ndarray, values: np.ndarray) -> float:
 def seed_scores(table: pd.DataFrame, split: str, notes: List[str]) -> pd.DataFrame:
     """Per (arch, source, target, seed): the area under the normalised and raw gain curves. A
     seed that lacks some `l_c` of its curve is left out rather than averaged over fewer points."""
+    import pandas as pd
+
     rows, incomplete = [], []
     for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
         levels = sorted(curve["frozen"].unique())
@@ -223,6 +210,7 @@ def _interval(values) -> dict:
 def curves(table: pd.DataFrame, split: str, alpha: float, test: str) -> List[dict]:
     """Per (arch, pair, l_c): the metric, the baseline and the gain with intervals; the gain tested
     against 0 and Holm-adjusted across the curve's `l_c` values."""
+
     out = []
     for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
         points = []
@@ -266,6 +254,7 @@ def transfer_depth(points: List[dict]) -> List[dict]:
 def transferability(scores: pd.DataFrame) -> List[dict]:
     """Per (arch, ordered pair), and averaged over architectures ("all"): the normalised
     transferability and its points equivalent, with intervals over seeds."""
+
     out = []
     for (arch, source, target), g in scores.groupby(GROUP):
         out.append({"arch": arch, "source": source, "target": target, **_interval(g["score"]),
@@ -281,6 +270,8 @@ def transferability(scores: pd.DataFrame) -> List[dict]:
 def asymmetry(scores: pd.DataFrame, alpha: float, test: str) -> List[dict]:
     """A → B against B → A per architecture (and pooled over architectures), paired by seed,
     Holm-adjusted across every comparison of the table."""
+    import pandas as pd
+
     frames = [scores]
     if scores["arch"].nunique() > 1:
         frames.append(scores.groupby(["source", "target", "seed"], as_index=False)[["score", "points"]].mean().assign(arch="all"))
@@ -311,6 +302,7 @@ def asymmetry(scores: pd.DataFrame, alpha: float, test: str) -> List[dict]:
 def factor_table(scores: pd.DataFrame, notes: List[str]) -> np.ndarray:
     """y[pair, arch, seed] of normalised transferability, keeping the pairs every architecture has
     and the seeds every cell has."""
+
     archs = sorted(scores["arch"].unique())
     cells = scores.groupby(["source", "target"])["arch"].nunique()
     pairs = [p for p, n in cells.items() if n == len(archs)]
@@ -330,6 +322,7 @@ def relatedness(scores: pd.DataFrame, resamples: int, seed: int) -> Optional[dic
     """Task relatedness from normalised transferability averaged over architectures: the matrix
     with intervals, a hierarchical clustering of the tasks, and how stable the ranking of ordered
     pairs (and the clustering's first merge) is when seeds are resampled."""
+
     pooled = scores.groupby(["source", "target", "seed"], as_index=False)["score"].mean()
     if pooled.empty:
         return None
@@ -372,6 +365,7 @@ def _symmetric_distance(matrix: np.ndarray) -> np.ndarray:
 
 
 def _cluster(matrix: np.ndarray) -> np.ndarray:
+    from scipy.cluster import hierarchy
     from scipy.spatial.distance import squareform
 
     return hierarchy.linkage(squareform(_symmetric_distance(matrix), checks=False), method="average")
@@ -381,6 +375,7 @@ def _stability(wide: pd.DataFrame, order, resamples: int, seed: int) -> dict:
     """Resample seeds; recompute the ranking of ordered pairs (Kendall tau against the observed one,
     how often the top pair stays on top, each pair's rank interval) and the clustering's first merge
     (the two tasks most related both ways, which average linkage joins first)."""
+
     rng = np.random.default_rng(seed)
     values = wide.to_numpy(float)  # (seeds, pairs)
     columns = list(wide.columns)
@@ -408,6 +403,7 @@ def what_to_freeze(table: pd.DataFrame, tolerance: float, confidence: float = 0.
     the gain's interval stays above -tolerance; with one seed, the gain itself); the test split at
     that `l_c` is reported, never used to choose. `established` says whether the whole interval
     lies within the tolerance for every `l_c` up to the choice."""
+
     split = "val" if (table["split"] == "val").any() else "test"
     out = []
     test = table[table["split"] == "test"]
@@ -460,7 +456,7 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     if table.empty:
         notes.append("no transfer has a usable baseline yet, so there is nothing to compare")
         out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None, "note": "no transfers"}
-        return _plain(out)
+        return plain(out, Record)
     if seeds < 2:
         notes.append("one seed: significance cannot be assessed, so no verdict is asserted")
     split = "test" if (table["split"] == "test").any() else table["split"].iloc[0]
@@ -482,7 +478,7 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     if not (table["split"] == "val").any():
         notes.append("no validation rows: what to freeze was chosen on the test split")
     out["split"] = split
-    return _plain(out)
+    return plain(out, Record)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -355,25 +355,6 @@ class FrameWindows:
         return FrameWindows(self.matrix, self.bounds, self.centres, self.utts, self.half, device)
 
 
-def window_split(matrix: FeatureMatrix, offsets: np.ndarray, examples, half: int):
-    """A `Split` of windows from `examples`: (utterance index, its frame indices, their labels)
-    triples, kept in that order, so the examples of one utterance are contiguous and in time
-    order. `groups` holds each example's utterance index."""
-    from .tasks.base import Split
-
-    offsets_t = torch.as_tensor(offsets, dtype=torch.long)
-    bounds = torch.stack([offsets_t[:-1], offsets_t[1:]], dim=1)
-    utts, centres, labels = [], [], []
-    for u, frames, y in examples:
-        utts.append(np.full(len(frames), u, dtype=np.int64))
-        centres.append(offsets[u] + np.asarray(frames, dtype=np.int64))
-        labels.append(np.asarray(y, dtype=np.int64))
-    cat = lambda parts: torch.as_tensor(np.concatenate(parts) if parts else np.zeros(0, np.int64))  # noqa: E731
-    groups = cat(utts)
-    x = FrameWindows(matrix, bounds, cat(centres), groups, half)
-    return Split(x, cat(labels), groups)
-
-
 def child(folder: Path, name: str):
     """The entry of `folder` called `name` in any letter case (corpus copies differ), or None."""
     exact = folder / name

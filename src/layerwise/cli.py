@@ -13,8 +13,18 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from . import __version__
+from .config import load_config
 from .errors import UserError
-
+from .estimate import train_primaries, write_estimates
+from .executors import local_workers, unit_threads
+from .fetch import fetch
+from .freeze import advice, freeze_config
+from .net import count_parameters
+from .nets import ARCHS
+from .report import report
+from .sweep import Sweep
+from .tasks import TASKS
 
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -25,8 +35,6 @@ def _interrupt(signum, frame):
 
 def load(config: str, overrides: List[str], executor: Optional[str] = None, address: Optional[str] = None):
     """The config with --set overrides, and --executor / --address over its own executor settings."""
-    from .config import load_config
-
     cfg = load_config(config, overrides)
     if address is not None:
         if executor == "local":
@@ -39,8 +47,6 @@ def load(config: str, overrides: List[str], executor: Optional[str] = None, addr
 def where(cfg, sweep) -> str:
     if cfg.executor == "ray":
         return "on Ray" + (f" at {cfg.ray.address}" if cfg.ray.address else "")
-    from .executors import local_workers, unit_threads
-
     workers = local_workers(cfg, sweep.device)
     threads = "threads as cores are free" if cfg.threads == "auto" else f"{unit_threads(cfg.threads, 0, workers)} thread(s)"
     return f"on {sweep.device}, " + (f"in {workers} worker processes of {threads} each" if workers > 1 else f"with {threads}")
@@ -52,9 +58,6 @@ def cmd_run(config: str, out: Optional[str], overrides: List[str], quiet: bool, 
 
 
 def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", retry_failed: bool = False) -> int:
-    from .report import report
-    from .sweep import Sweep
-
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet, mode=mode, retry_failed=retry_failed)
     sweep.check_directory()
@@ -74,8 +77,6 @@ def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", r
         f"; {len(failed)} of the sweep's jobs failed (the reason is in each record in {out_dir / 'jobs'}); "
         "to try them again, run the same command with --retry-failed" if failed else ""), file=sys.stderr)
     if cfg.estimate:
-        from .estimate import write_estimates
-
         print(f"estimates: {write_estimates(sweep, progress=not quiet)}", file=sys.stderr)
     print(f"report: {report(out_dir)}")
     return 0
@@ -83,10 +84,6 @@ def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", r
 
 def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: bool, executor: Optional[str] = None,
                  address: Optional[str] = None) -> int:
-    from .estimate import train_primaries, write_estimates
-    from .report import report
-    from .sweep import Sweep
-
     cfg = load(config, overrides, executor, address)
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet)
@@ -105,8 +102,6 @@ def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: b
 
 
 def cmd_freeze(args) -> int:
-    from .freeze import advice, freeze_config
-
     cfg = freeze_config(args.model, args.arch, args.data, args.cuts, args.classes, args.name, args.seeds, args.overrides)
     code = cmd_run_config(cfg, args.out, args.quiet)
     if code == 0:
@@ -116,17 +111,11 @@ def cmd_freeze(args) -> int:
 
 
 def cmd_report(run_dir: str) -> int:
-    from .report import report
-
     print(f"report: {report(Path(run_dir))}")
     return 0
 
 
 def cmd_list() -> int:
-    from .net import count_parameters
-    from .nets import ARCHS
-    from .tasks import TASKS
-
     tasks = {name: cls() for name, cls in TASKS.items()}
     print("tasks:")
     print(f"  {'name':<18}{'classes':>8}  {'input shape':<14}{'metric':<26}{'data':<11}description")
@@ -149,8 +138,6 @@ def cmd_list() -> int:
 
 
 def cmd_fetch(name: str, root: Optional[str]) -> int:
-    from .fetch import fetch
-
     for path in fetch(name, root):
         print(path)
     return 0
@@ -164,8 +151,6 @@ def executor_options(command: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     p = argparse.ArgumentParser(prog="layerwise", description="Measure how transferable each layer of a network "
                                 "is between tasks (gradual transfer learning).")
     p.add_argument("--version", action="version", version=f"layerwise {__version__}")

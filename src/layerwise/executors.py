@@ -24,12 +24,15 @@ import threading
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 from .errors import UserError
+from .given import CallableBuilder
 from .plan import Job
+from .runner import worker_runner
+from .tasks.files import FileTask
 
 # Test hook: a file path. The first unit with several jobs to run (in a Ray worker or a local
 # worker process) that finds no file there writes its first finished job's key into it and kills
@@ -81,9 +84,6 @@ def travels(cfg) -> bool:
     names or made by the config itself (files, a given primary). Objects handed to
     run_experiment stay in its process: a lambda does not pickle, and tensors would be copied to
     every worker at every unit."""
-    from .given import CallableBuilder
-    from .tasks.files import FileTask
-
     return (all(isinstance(task, FileTask) for task in cfg.custom_tasks.values())
             and all(isinstance(build, CallableBuilder) for build in cfg.custom_archs.values()))
 
@@ -116,7 +116,7 @@ def run_local(sweep, finished: Dict[str, dict], bar) -> None:
         while todo := sweep.todo(finished):
             threads = unit_threads(sweep.cfg.threads, threads)
             torch.set_num_threads(threads)
-            sweep.run_unit(todo[0], starting, done, show_epoch)
+            sweep.runner.run_unit(todo[0], starting, done, show_epoch)
             sweep.sync(finished, bar)  # a primary whose checkpoint was damaged is not finished any more
 
 
@@ -124,26 +124,64 @@ def run_workers(sweep, finished: Dict[str, dict], bar, workers: int) -> None:
     """Every unit not recorded yet, up to `workers` at once, each in a worker process with the
     same torch threads (so a job gives the same numbers whichever worker runs it), in plan order;
     a transfer unit starts once its primary is recorded. The bar moves as records appear."""
-    threads = unit_threads(sweep.cfg.threads, 0, workers)
-    out, running = str(sweep.store.root), {}
-    with WorkerPool(workers, threads) as pool:
+    def ready(unit: List[Job]) -> bool:
+        return unit[0].kind != "transfer" or unit[0].primary in finished
+
+    def follow(running: int) -> None:
+        bar.set_description(f"{running} of {workers} workers busy", refresh=False)
+        sweep.sync(finished, bar)  # a primary whose checkpoint was damaged is not finished any more
+
+    map_units(sweep.cfg, sweep.store.root, run_unit, lambda: sweep.todo(finished), workers, ready=ready,
+              follow=follow, extra=(os.environ.get(CRASH_ONCE),))
+
+
+def map_units(cfg, out: Path, function, todo: Callable[[], List[List[Job]]], workers: int,
+              ready: Callable[[List[Job]], bool] = lambda unit: True, done=None, follow=None, extra: tuple = ()):
+    """The one loop that spreads units over worker processes: `function(cfg, out, unit, threads,
+    *extra)` for every unit `todo()` lists, up to `workers` at once, each worker with the same
+    torch threads (with workers = 1, one after another in this process, with those threads too).
+    `todo()` is asked again whenever a unit ends, so units may come and go as records appear; a
+    unit starts once `ready(unit)`. `done(unit, value)` gets what each returned; `follow(running)`
+    is told how many run, at least once a second."""
+    threads = unit_threads(cfg.threads, 0, workers)
+    running: Dict[futures.Future, List[Job]] = {}
+    with (WorkerPool(workers, threads) if workers > 1 else InProcess()) as pool:
         while True:
-            todo, busy = sweep.todo(finished), {unit[0].key for unit in running.values()}
-            for unit in todo:
-                job = unit[0]
-                ready = job.kind != "transfer" or job.primary in finished
-                if len(running) < workers and ready and job.key not in busy:
-                    running[pool.submit(run_unit, sweep.cfg, out, unit, threads, os.environ.get(CRASH_ONCE))] = unit
+            waiting, busy = todo(), {unit[0].key for unit in running.values()}
+            for unit in waiting:
+                if len(running) < workers and ready(unit) and unit[0].key not in busy:
+                    running[pool.submit(function, cfg, str(out), unit, threads, *extra)] = unit
             if not running:
-                if todo:  # a transfer without its primary in the plan: cannot happen, but must not spin
-                    raise RuntimeError(f"no unit can start; the first waits for {todo[0][0].primary}")
+                if waiting:  # a transfer without its primary in the plan: cannot happen, but must not spin
+                    raise RuntimeError(f"no unit can start; the first waits for {waiting[0][0].primary}")
                 return
-            bar.set_description(f"{len(running)} of {workers} workers busy", refresh=False)
-            done, _ = futures.wait(running, timeout=1.0, return_when=futures.FIRST_COMPLETED)
-            for future in done:
-                del running[future]  # its records are in the run directory
-                future.result()  # a unit's error, raised here
-            sweep.sync(finished, bar)  # a primary whose checkpoint was damaged is not finished any more
+            ended, _ = futures.wait(running, timeout=1.0, return_when=futures.FIRST_COMPLETED)
+            for future in ended:
+                unit = running.pop(future)
+                value = future.result()  # a unit's error, raised here
+                if done:
+                    done(unit, value)
+            if follow:
+                follow(len(running))
+
+
+class InProcess:
+    """A WorkerPool of one that is this process: each call runs as it is submitted."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        return None
+
+    def submit(self, function, *args) -> futures.Future:
+        future: futures.Future = futures.Future()
+        try:
+            with torch_threads(torch.get_num_threads()):  # the function sets its own; this process's come back
+                future.set_result(function(*args))
+        except Exception as err:
+            future.set_exception(err)
+        return future
 
 
 class WorkerPool:
@@ -313,20 +351,7 @@ def run_unit(cfg, out: str, unit: List[Job], threads: int, crash: Optional[str] 
     returns the keys of the jobs it ran. `crash`: see CRASH_ONCE."""
     torch.set_num_threads(threads)
     done = crash_once(crash) if crash and len(unit) > 1 else None
-    return [record["key"] for record in worker_sweep(cfg, out).run_unit(unit, on_done=done)]
-
-
-_worker: Dict[tuple, object] = {}  # this worker's Sweep, kept between units: the data it loaded stays loaded
-
-
-def worker_sweep(cfg, out: str):
-    from .sweep import Sweep
-
-    key = (out, repr(cfg.to_dict()))
-    if key not in _worker:
-        _worker.clear()
-        _worker[key] = Sweep(cfg, Path(out), progress=False, jobs=[])
-    return _worker[key]
+    return [record["key"] for record in worker_runner(cfg, out).run_unit(unit, on_done=done)]
 
 
 def crash_once(marker: str):
@@ -337,7 +362,6 @@ def crash_once(marker: str):
             Path(marker).write_text(job.key)
             os._exit(1)
     return done
-
 
 
 def executor(name: str):

@@ -20,7 +20,8 @@ from .config import REPORT_PANELS, Config, ReportConfig
 from .errors import UserError, unknown
 from .net import LayeredNet
 from .nets import ARCHS
-from .sweep import run
+from .report import report
+from .sweep import Sweep
 from .tasks import TASKS, Task
 from .train import TrainConfig
 
@@ -46,3 +47,9 @@ def run_experiment(tasks: Union[Dict[str, Task], List[str]], archs: Union[Dict[s
                  train=train or TrainConfig(), report=ReportConfig(panels), source="run_experiment()",
                  custom_tasks=custom_tasks, custom_archs=custom_archs)
     return run(cfg, Path(out), progress)
+
+
+def run(cfg: Config, out: Path, progress: bool = True) -> Path:
+    """Run every job of `cfg` not yet recorded in `out`, then write the report; return its path."""
+    Sweep(cfg, out, progress).run()
+    return report(out)

@@ -4,7 +4,7 @@ Most people who ask "which layers should I freeze?" already hold a trained netwo
 is a checkpoint (safetensors, or a PyTorch state dict read with `weights_only=True`, never an
 arbitrary pickle) of a registered or Python-defined architecture, or a module that a Python callable
 builds (`package.module:function`, called with no arguments), cut into body layers at named
-submodules (`split.py`, `nets/cuts.py`). The config names it in a `[primary]` table:
+submodules (`cut.py`, `nets/cuts.py`). The config names it in a `[primary]` table:
 
     tasks = ["printed-digits"]              # the secondary task(s)
     [primary]
@@ -37,7 +37,6 @@ from .net import LayeredNet
 from .nets import ARCHS
 from .nets.cuts import family_of, resolve_cuts
 from .options import check_dataclass_options
-from .split import split_module
 
 SAFETENSORS = (".safetensors",)
 NESTED = ("state_dict", "model")  # where training scripts often put the weights inside a checkpoint
@@ -181,7 +180,7 @@ def as_layered(module: nn.Module, given: GivenPrimary, input_shape) -> LayeredNe
     if not cuts:
         raise UserError(f"[primary] cuts is required for arch {given.arch!r}: the dotted names of the submodules "
                         "that end each body layer, or a family's cut list")
-    return split_module(module, resolve_cuts(cuts, "[primary] cuts"), example_input(input_shape))
+    return LayeredNet.from_module(module, resolve_cuts(cuts, "[primary] cuts"), example_input(input_shape))
 
 
 def reset(module: nn.Module, given: GivenPrimary) -> nn.Module:

@@ -18,14 +18,13 @@ mean one thing, so freezing layer k changes nothing about how the layers after i
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
+from .cut import HeadBuilder, cut_module
 from .errors import UserError
-
-HeadBuilder = Callable[[int], nn.Module]
 
 
 class LayeredNet(nn.Module):
@@ -46,10 +45,8 @@ class LayeredNet(nn.Module):
     def from_module(cls, module: nn.Module, cuts, example: torch.Tensor,
                     make_head: Optional[HeadBuilder] = None) -> "LayeredNet":
         """`module` cut into body layers after each dotted submodule name in `cuts` (execution
-        order), checked on `example` to compute the module's own output; see `split.py`."""
-        from .split import split_module
-
-        return split_module(module, cuts, example, make_head)
+        order), checked on `example` to compute the module's own output; see `cut.py`."""
+        return cls(*cut_module(module, cuts, example, make_head))
 
     @property
     def num_layers(self) -> int:

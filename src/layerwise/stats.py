@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 TESTS = ("t", "sign-flip")
 
 
 @functools.lru_cache(maxsize=None)
 def _t_quantile(q: float, df: int) -> float:
+    from scipy import stats as sps
+
     return float(sps.t.ppf(q, df))
 
 
@@ -78,6 +79,8 @@ def sign_flip_p(diffs: np.ndarray) -> float:
 
 def paired_test(diffs: Sequence[float], test: str = "t") -> TestResult:
     """Test per-seed differences against 0 (two-sided)."""
+    from scipy import stats as sps
+
     if test not in TESTS:
         raise ValueError(f"test must be one of {', '.join(TESTS)}; got {test!r}")
     d = np.asarray(diffs, dtype=float)
@@ -143,6 +146,8 @@ def _rm_effect(y: np.ndarray, axis: int) -> dict:
     """Repeated-measures test of one factor of y[pair, arch, seed] (axis -3 or -2), the other
     averaged out, with seeds as subjects: F = MS_factor / MS_factor x seed, Greenhouse-Geisser
     corrected for correlated levels (transfers of one seed share primaries and baselines)."""
+    from scipy import stats as sps
+
     averaged = -2 if axis == -3 else -3
     m = y.mean(axis=averaged)  # (levels, seeds)
     k, s = m.shape
@@ -176,6 +181,8 @@ def factors(y: np.ndarray, alpha: float = 0.05, resamples: int = 2000, confidenc
     alpha when neither factor has any effect) and the interval excludes equality; otherwise the
     verdict is "inconclusive".
     """
+    from scipy import stats as sps
+
     y = np.asarray(y, dtype=float)
     p, a, s = y.shape
     out = {"verdict": "inconclusive", "difference": None, "interval": None, "pairs": p, "archs": a, "seeds": s,

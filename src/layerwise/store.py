@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import re
 import time
@@ -29,60 +28,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError, warn
+from .results import RESULT_COLUMNS, plain, result_rows
 
 try:
     import fcntl
 except ImportError:  # Windows: nothing stops two runs in one directory there
     fcntl = None
 
-# results.csv: one row per (job, split, metric). `main` marks the task's own metric (the one that
-# selects the epoch and draws the curves); `chance` is that metric's value for a predictor that
-# ignores its input (given on the main metric's rows); `num_layers` is L_H; `fold` and `source_fold` are the
-# folds of the secondary and primary task for tasks evaluated over several folds (empty otherwise).
-RESULT_COLUMNS = ["arch", "source", "target", "seed", "frozen", "num_layers", "split", "metric", "main",
-                  "lower_is_better", "chance", "value", "epoch", "fold", "source_fold", "key"]
-
-
-def _lower_is_better(record: Dict[str, Any], metric: str) -> bool:
-    from .analysis import metric_lower_is_better
-
-    return bool(record["lower_is_better"]) if metric == record["metric"] else metric_lower_is_better(metric)
-
-
-def result_rows(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The rows of results.csv for finished records (failed jobs have no metrics and no rows)."""
-    rows = []
-    blank = lambda v: "" if v is None else v  # noqa: E731
-    for r in records:
-        if r.get("status", "ok") != "ok":
-            continue
-        for split in ("val", "test"):
-            for metric, value in r[split].items():
-                rows.append({"arch": r["arch"], "source": blank(r["source"]), "target": r["target"], "seed": r["seed"],
-                             "frozen": blank(r["frozen"]), "num_layers": r["num_layers"], "split": split,
-                             "metric": metric, "main": metric == r["metric"],
-                             "lower_is_better": _lower_is_better(r, metric),
-                             "chance": blank(r.get("chance")) if metric == r["metric"] else "",
-                             "value": float(f"{value:.6g}"),
-                             "epoch": r["best_epoch"], "fold": blank(r.get("fold")),
-                             "source_fold": blank(r.get("source_fold")), "key": r["key"]})
-    return rows
-
-
 RECORD_FIELDS = ("key", "kind", "val", "test")  # what every readable record has
 EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html")  # what --replace sets aside
-
-
-def plain(value: Any) -> Any:
-    """`value` with every non-finite float made None: JSON has no NaN or Infinity, and a file
-    holding them is not JSON that other tools read."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 def to_json(value: Any, **kwargs) -> str:
@@ -251,9 +205,6 @@ class Store:
         write_atomic(path, text)
 
     # config -----------------------------------------------------------------------------
-    def write_config(self, config: Dict[str, Any]) -> None:
-        write_atomic(self.root / "config.json", to_json(config, indent=2))
-
     def read_config(self) -> Dict[str, Any]:
         path = self.root / "config.json"
         if not path.exists():
@@ -262,10 +213,6 @@ class Store:
         if not isinstance(config, dict):
             raise UserError(f"{path} is damaged: expected a JSON object (the run's config); rerun with --replace")
         return config
-
-    def write_plan(self, keys: List[str]) -> None:
-        """The keys of the jobs the last run planned: what its report is made of."""
-        write_atomic(self.root / "plan.json", to_json(keys))
 
     def read_plan(self) -> List[str]:
         path = self.root / "plan.json"

@@ -18,6 +18,8 @@ import threading
 import time
 import traceback
 
+from .errors import UserError
+
 
 def end_with(driver: int) -> None:
     """End this process as soon as `driver` is no longer its parent."""
@@ -30,8 +32,6 @@ def main() -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the answers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .errors import UserError
-
     threading.Thread(target=end_with, args=(os.getppid(),), daemon=True).start()
     while True:
         try:

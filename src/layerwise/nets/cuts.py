@@ -1,6 +1,6 @@
 """Where to cut common pretrained families into body layers, as data.
 
-Each list names, in execution order, the submodules that end a body layer (`split.py`); what runs
+Each list names, in execution order, the submodules that end a body layer (`cut.py`); what runs
 after the last name is the output layer, which transfer replaces. The names are torchvision's
 (and timm's, for its ResNets), so their models split as they are; the cut rule of `net.py` places
 them: pooling finishes the layer that produces it (a ResNet's or VGG's last stage takes the global

@@ -46,11 +46,13 @@ from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..audio import FeatureMatrix, LogMel, cached_features, content_hash, window_split
+from ..audio import FeatureMatrix, LogMel, cached_features, content_hash
 from ..errors import UserError
 from ..options import check_dataclass_options
+from . import TASKS
 from .base import Split, Task, TaskData, data_root
 from .images import Images, channel_stats
+from .speech import utterance_posteriors, window_split
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -370,8 +372,6 @@ class AudioFolder(FolderTask):
 
     def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
         """Accuracy over files: each file's class is the argmax of its windows' mean posterior."""
-        from .iemocap import utterance_posteriors
-
         if len(split) == 0:
             return {"accuracy": 0.0, "error": 100.0}
         _, inverse, posteriors = utterance_posteriors(logits, split.groups)
@@ -525,8 +525,6 @@ def make_file_task(cls, name: str, options: Dict[str, Any], where: str) -> FileT
 def data_tasks(tables: Any, base: Path, where: str) -> Dict[str, FileTask]:
     """The tasks of a config's `[data.NAME]` tables, paths taken relative to `base` (the config
     file's folder)."""
-    from . import TASKS
-
     if not isinstance(tables, dict):
         raise UserError(f"{where}: data must be a table of tables, [data.NAME] with kind and path")
     tasks = {}

@@ -36,10 +36,10 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..audio import child, window_split
+from ..audio import child
 from ..errors import UserError
 from .base import Split, TaskData
-from .speech import SpeechTask
+from .speech import SpeechTask, utterance_posteriors, window_split
 
 CLASSES = ["neutral", "happy", "sad", "angry"]
 LABELS = {"neu": 0, "hap": 1, "exc": 1, "sad": 2, "ang": 3}  # every other label is dropped
@@ -138,15 +138,6 @@ def unweighted_error(pred: np.ndarray, truth: np.ndarray) -> float:
     """100 * (1 - the mean over classes present in `truth` of each class's recall)."""
     recalls = [np.mean(pred[truth == c] == c) for c in np.unique(truth)]
     return 100.0 * (1.0 - float(np.mean(recalls))) if recalls else 0.0
-
-
-def utterance_posteriors(logits: torch.Tensor, groups: torch.Tensor):
-    """(utterance ids in first-seen order, their mean softmax posteriors)."""
-    ids, inverse = torch.unique(groups, return_inverse=True)
-    probs = torch.softmax(logits.float(), dim=1)
-    sums = torch.zeros(len(ids), probs.shape[1], device=probs.device).index_add_(0, inverse, probs)
-    counts = torch.bincount(inverse, minlength=len(ids)).clamp_min(1)
-    return ids, inverse, sums / counts[:, None]
 
 
 @dataclass

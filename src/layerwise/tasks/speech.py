@@ -1,6 +1,8 @@
-"""What the two speech tasks share: a licensed corpus read from `root` (never downloaded),
+"""What the speech tasks share: a licensed corpus read from `root` (never downloaded),
 log-mel features computed once and cached outside the corpus, and windows of `context` frames
-shaped `(1, n_mels, context)`, so one architecture serves both tasks."""
+shaped `(1, n_mels, context)`, so one architecture serves every speech task; splits of windows
+grouped by utterance, and the posteriors of an utterance from its windows' (audio folders share
+these two)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..audio import FeatureMatrix, LogMel, cached_features
+from ..audio import FeatureMatrix, FrameWindows, LogMel, cached_features
 from ..errors import UserError
-from .base import Task, data_root
+from .base import Split, Task, data_root
 
 
 @dataclass
@@ -52,3 +54,29 @@ class SpeechTask(Task):
         found = cached_features(files, LogMel(n_mels=self.n_mels), data_root(self.cache, "cache"),
                                 self.name, f"[task_options.{self.name}] cache")
         return FeatureMatrix(torch.from_numpy(found.feats)), found.offsets, found.samples
+
+
+def window_split(matrix: FeatureMatrix, offsets: np.ndarray, examples, half: int):
+    """A `Split` of windows from `examples`: (utterance index, its frame indices, their labels)
+    triples, kept in that order, so the examples of one utterance are contiguous and in time
+    order. `groups` holds each example's utterance index."""
+    offsets_t = torch.as_tensor(offsets, dtype=torch.long)
+    bounds = torch.stack([offsets_t[:-1], offsets_t[1:]], dim=1)
+    utts, centres, labels = [], [], []
+    for u, frames, y in examples:
+        utts.append(np.full(len(frames), u, dtype=np.int64))
+        centres.append(offsets[u] + np.asarray(frames, dtype=np.int64))
+        labels.append(np.asarray(y, dtype=np.int64))
+    cat = lambda parts: torch.as_tensor(np.concatenate(parts) if parts else np.zeros(0, np.int64))  # noqa: E731
+    groups = cat(utts)
+    x = FrameWindows(matrix, bounds, cat(centres), groups, half)
+    return Split(x, cat(labels), groups)
+
+
+def utterance_posteriors(logits: torch.Tensor, groups: torch.Tensor):
+    """(utterance ids in first-seen order, their mean softmax posteriors)."""
+    ids, inverse = torch.unique(groups, return_inverse=True)
+    probs = torch.softmax(logits.float(), dim=1)
+    sums = torch.zeros(len(ids), probs.shape[1], device=probs.device).index_add_(0, inverse, probs)
+    counts = torch.bincount(inverse, minlength=len(ids)).clamp_min(1)
+    return ids, inverse, sums / counts[:, None]

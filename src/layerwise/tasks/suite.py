@@ -93,7 +93,6 @@ def render_glyphs(chars: str, fonts=FONTS, size: int = RENDER) -> np.ndarray:
     """(len(fonts), len(chars), size, size) ink coverage in [0, 1], each glyph centred and
     scaled to fit 80% of the square."""
     import matplotlib
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.font_manager import FontProperties

@@ -31,10 +31,10 @@ from typing import Dict, List, NamedTuple
 import numpy as np
 import torch
 
-from ..audio import LogMel, child, window_split
+from ..audio import LogMel, child
 from ..errors import UserError
 from .base import Split, TaskData
-from .speech import SpeechTask
+from .speech import SpeechTask, window_split
 
 PHONES = ("aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# "
           "hh hv ih ix iy jh k kcl l m n ng nx ow oy p pau pcl q r s sh t tcl th uh uw ux v w y z zh").split()

@@ -1,7 +1,7 @@
 """Any `nn.Module` as a LayeredNet: cut it into body layers at named submodules.
 
 A pretrained network arrives as one module whose forward calls its submodules. Holding its first
-`l_c` layers constant needs those layers as a list (see `net.py`), so `split_module` makes that list
+`l_c` layers constant needs those layers as a list (see `net.py`), so `cut_module` makes that list
 from the dotted names of the submodules that END each body layer, in execution order: the names
 timm's `freeze(submodules=...)` and torchvision's feature extraction use ("layer1", "features.4").
 What runs after the last cut is the module's output layer; it stays the net's head (so the net
@@ -19,20 +19,21 @@ an `nn.Flatten` in the piece.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .errors import UserError
-from .net import HeadBuilder, LayeredNet
 
 Atom = Tuple[str, nn.Module]
+HeadBuilder = Callable[[int], nn.Module]  # as net.py's: num_outputs -> a fresh head
 
 
-def split_module(module: nn.Module, cuts: Sequence[str], example: torch.Tensor,
-                 make_head: Optional[HeadBuilder] = None) -> LayeredNet:
-    """A LayeredNet whose body layers are `module`'s submodules cut after each name in `cuts`.
+def cut_module(module: nn.Module, cuts: Sequence[str], example: torch.Tensor,
+               make_head: Optional[HeadBuilder] = None) -> Tuple[List[nn.Module], nn.Module, HeadBuilder]:
+    """The body layers, head and head builder of a LayeredNet (`LayeredNet.from_module` makes it)
+    whose body layers are `module`'s submodules cut after each name in `cuts`.
 
     The pieces are the module's own submodules (not copies). `example` (a batch of inputs) is run
     once in evaluation mode to find the execution order and to check that the pieces compose to
@@ -49,16 +50,18 @@ def split_module(module: nn.Module, cuts: Sequence[str], example: torch.Tensor,
     layers = [_sequential(atoms, piece, flatten_after) for piece in pieces]
     head = _sequential(atoms, tail, flatten_after) if tail else nn.Identity()
     was_training = module.training
-    net = LayeredNet(layers, head, make_head).eval()
+    module.eval()
     with torch.no_grad():
+        features = example
+        for layer in layers:
+            features = layer(features)
         if make_head is None:
-            net.make_head = _linear_head(tuple(net.features(example).shape[1:]))
-        same = torch.allclose(net(example), traced[0], rtol=1e-4, atol=1e-5)
+            make_head = _linear_head(tuple(features.shape[1:]))
+        same = torch.allclose(head(features), traced[0], rtol=1e-4, atol=1e-5)
     module.train(was_training)
-    net.train(was_training)
     if not same:  # every link was checked above: this would be a bug here, not the user's cut
         raise RuntimeError(f"the pieces of {what} do not compose to its output although every link matched")
-    return net
+    return layers, head, make_head
 
 
 def _check_names(module: nn.Module, cuts: List[str], what: str) -> List[str]:

@@ -1,0 +1,134 @@
+"""How well the estimates agree with the real sweep, and what they advise.
+
+The real curve of a pair is the normalised gain on the validation split, averaged over seeds:
+validation, because the estimates are meant for decisions (what to freeze, which primary), and
+decisions here are taken on validation data only; the test split is read once, to report.
+Each seed's estimate curve (from that seed's primary) is correlated with the real curve, so the
+seeds are replicates: a correlation is the mean over seeds with a t interval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import analysis, stats
+
+KEYS = ["arch", "source", "target"]
+
+
+def real_curves(records):
+    """Per (arch, source, target, l_c): the validation normalised gain averaged over seeds."""
+    table = analysis.per_seed(records)
+    table = table[table["split"] == "val"]
+    return table.groupby(KEYS + ["frozen"], as_index=False).agg(fraction=("fraction", "first"), rel=("rel", "mean"))
+
+
+def _rank_correlations(a, b):
+    """Kendall's tau-b and Spearman's rho of two paired sequences; None where either is constant
+    or too short to rank."""
+    from scipy import stats as sps
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None, None
+    return float(sps.kendalltau(a, b).statistic), float(sps.spearmanr(a, b).statistic)
+
+
+def _height(fraction, values) -> float:
+    """The mean height of a curve over its span of depth fractions (trapezoids), as the analysis
+    measures transferability."""
+    return analysis.area(np.asarray(fraction, float), np.asarray(values, float))
+
+
+def _summarise(per_seed, by):
+    """Mean over seeds, with a 95% t interval, of per-seed tau and rho, grouped by `by`."""
+    import pandas as pd
+
+    rows = []
+    for key, g in per_seed.groupby(by, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for name in ("tau", "rho"):
+            i = stats.mean_interval(g[name].dropna())
+            row.update({name: i.mean, f"{name}_low": i.low, f"{name}_high": i.high})
+        row["seeds"] = int(g["tau"].notna().sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reachable(estimates):
+    """Each estimate curve as the best score of any layer at or above l_c: a transfer that holds l_c
+    layers constant still starts from the primary's later layers, so it can reach the features of
+    any of them, but none below l_c. Frozen layers only take options away, so this curve, like the
+    real one, never rises with l_c. Scores are renamed "NAME (reachable)"."""
+    out = estimates.sort_values("frozen", ascending=False).copy()
+    out["value"] = out.groupby(KEYS + ["seed", "score"])["value"].cummax()
+    out["score"] = out["score"] + " (reachable)"
+    return out.sort_values(KEYS + ["seed", "score", "frozen"])
+
+
+def depth_only(estimates):
+    """The reference any estimate must beat: no score at all, only "the more layers held
+    constant, the worse" (value -l_c), named "-l_c (no estimate)"."""
+    one = estimates[estimates["score"] == estimates["score"].iloc[0]].copy()
+    return one.assign(value=-one["frozen"].astype(float), score="-l_c (no estimate)")
+
+
+ADVICE_SCORES = ("probe", "knn")  # accuracies in %, so a tolerance in points means what it does for the sweep
+
+
+def freeze_advice(estimates, tolerance: float = 1.0):
+    """What to freeze by the estimates alone, per (arch, pair, score): the deepest l_c whose
+    reachable score (averaged over seeds) stays within `tolerance` accuracy points of the best the
+    primary offers anywhere (its reachable value at the shallowest l_c). Only the accuracy-like
+    scores advise; LogME and H-score have no unit a tolerance could be given in."""
+    import pandas as pd
+
+    chosen = reachable(estimates[estimates["score"].isin(ADVICE_SCORES)])
+    mean = chosen.groupby(KEYS + ["score", "frozen"], as_index=False)["value"].mean()
+    rows = []
+    for key, curve in mean.groupby(KEYS + ["score"]):
+        curve = curve.sort_values("frozen")
+        within = curve[curve["value"] >= curve["value"].iloc[0] - tolerance]  # a prefix: reachable never rises
+        rows.append({**dict(zip(KEYS + ["score"], key)), "frozen": int(within["frozen"].max()), "tolerance": tolerance})
+    return pd.DataFrame(rows, columns=KEYS + ["score", "frozen", "tolerance"])
+
+
+def curve_agreement(estimates, real):
+    """Per (arch, pair, score): tau and rho over l_c between each seed's estimate curve and the
+    real curve, summarised over seeds; and per (arch, score), with arch "all" for every
+    architecture, the mean over curves of each seed's correlations, summarised over seeds."""
+    import pandas as pd
+
+    merged = estimates.merge(real[KEYS + ["frozen", "rel"]], on=KEYS + ["frozen"])
+    rows = []
+    for key, g in merged.groupby(KEYS + ["score", "seed"], sort=False):
+        g = g.sort_values("frozen")
+        tau, rho = _rank_correlations(g["value"], g["rel"])
+        rows.append(dict(zip(KEYS + ["score", "seed"], key), tau=tau, rho=rho))
+    per_seed = pd.DataFrame(rows, columns=KEYS + ["score", "seed", "tau", "rho"])
+    per_arch = per_seed.groupby(["arch", "score", "seed"], as_index=False)[["tau", "rho"]].mean()
+    every = per_seed.groupby(["score", "seed"], as_index=False)[["tau", "rho"]].mean().assign(arch="all")
+    return _summarise(per_seed, KEYS + ["score"]), _summarise(pd.concat([per_arch, every]), ["arch", "score"])
+
+
+def pair_agreement(estimates, real):
+    """Per (arch, score), and "all" averaged over architectures: tau and rho over ordered pairs
+    between each seed's estimated transferability and the real one. Real transferability is the
+    mean height of the real curve over l_c / L_H; estimated, the mean height of the score's gain
+    over its shallowest l_c (the raw inputs when l_c = 0 is planned), which takes each secondary
+    task's own difficulty out as the baseline does for the real curve."""
+    import pandas as pd
+
+    truth = {k: _height(g["fraction"], g["rel"]) for k, g in real.sort_values("frozen").groupby(KEYS)}
+    rows = []
+    for (arch, score, seed), g in estimates.groupby(["arch", "score", "seed"], sort=False):
+        est, got = [], []
+        for key, c in g.sort_values("frozen").groupby(KEYS):
+            if key in truth:
+                est.append(_height(c["fraction"], c["value"] - c["value"].iloc[0]))
+                got.append(truth[key])
+        tau, rho = _rank_correlations(est, got)
+        rows.append({"arch": arch, "score": score, "seed": seed, "tau": tau, "rho": rho})
+    per_seed = pd.DataFrame(rows, columns=["arch", "score", "seed", "tau", "rho"])
+    every = per_seed.groupby(["score", "seed"], as_index=False)[["tau", "rho"]].mean().assign(arch="all")
+    return _summarise(pd.concat([per_seed, every]), ["arch", "score"])
