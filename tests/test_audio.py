@@ -195,7 +195,7 @@ def test_a_touched_file_is_hashed_once_and_not_recomputed(tmp_path, monkeypatch)
     def no_hashing(path):
         raise AssertionError(f"hashed {path} again")
 
-    monkeypatch.setattr(audio, "content_hash", no_hashing)  # the new time was recorded
+    monkeypatch.setattr(audio, "file_hash", no_hashing)  # the new time was recorded
     assert np.array_equal(cached_features(files, LogMel(), tmp_path / "cache", "x", "S").feats, first)
 
 

@@ -15,7 +15,6 @@ utterance's edges it repeats the edge frame, so a window never crosses into anot
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .hashing import file_hash, text_digest
 
 FEATURE_VERSION = 1  # bump when the computation changes, so old caches are not reused
 
@@ -183,14 +183,6 @@ class Features(NamedTuple):
 RACY_NS = 2_000_000_000
 
 
-def content_hash(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.digest()
-
-
 ENTRY_KEYS = ("feats", "offsets", "samples", "sizes", "mtimes", "hashes", "read_ns")
 
 
@@ -226,7 +218,7 @@ def check_entry(files: Sequence[Path], stats, entry) -> Tuple[list, List[Optiona
         if st.st_mtime_ns == mtimes[i] and mtimes[i] < read_ns - RACY_NS:
             status[i], known[i] = SAME, stored
         else:
-            known[i] = content_hash(p)
+            known[i] = file_hash(p)
             status[i] = VERIFIED if known[i] == stored else None
     return status, known
 
@@ -244,7 +236,7 @@ def cached_features(files: Sequence[Path], settings: LogMel, cache_dir: Path, pr
     Written atomically, so an interrupted run never leaves a half-written cache.
     """
     key = json.dumps({"settings": asdict(settings), "version": FEATURE_VERSION, "files": [str(p) for p in files]})
-    path = Path(cache_dir) / f"{prefix}-features-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    path = Path(cache_dir) / f"{prefix}-features-{text_digest(key)}.npz"
     read_ns = time.time_ns()  # before any file is looked at: see RACY_NS
     stats = [os.stat(p) for p in files]
     entry = read_entry(path)
@@ -264,7 +256,7 @@ def cached_features(files: Sequence[Path], settings: LogMel, cache_dir: Path, pr
             feats.append(old.feats[old.offsets[i]:old.offsets[i + 1]])
             samples.append(int(old.samples[i]))
             continue
-        hashes[i] = hashes[i] or content_hash(p)
+        hashes[i] = hashes[i] or file_hash(p)
         signal, rate = read_audio(p)
         if rate != settings.sample_rate:
             raise UserError(f"{p}: sample rate {rate} Hz; expected {settings.sample_rate} Hz")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from .errors import UserError, unknown
 from .given import CallableBuilder, GivenPrimary, given_primary
 from .nets import ARCHS
-from .options import check_call_options, check_dataclass_options, check_type
+from .options import check_call_options, check_dataclass_options
 from .tasks import TASKS, Task, make_task
 from .tasks.files import data_tasks
 from .train import TrainConfig
@@ -153,79 +153,93 @@ def load_config(source: str, overrides: Optional[List[str]] = None) -> Config:
     return config_from_dict(raw, str(path))
 
 
+def _integers(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(v) is int for v in value)
+
+
+# The config's plain settings: key -> (default, whether a value is valid, what is expected, how it
+# is kept when it is not kept as given).
+SETTINGS: Dict[str, Tuple[Any, Callable[[Any], bool], str, Optional[Callable[[Any], Any]]]] = {
+    "seeds": ([0], _integers, "a non-empty list of integers", lambda v: list(dict.fromkeys(v))),
+    "frozen": ("all", lambda v: v == "all" or _integers(v), '"all" or a list of integers (l_c values)',
+               lambda v: v if v == "all" else sorted(set(v))),
+    "checkpoints": ("all", lambda v: v in CHECKPOINTS, f"one of {', '.join(CHECKPOINTS)}", None),
+    "estimate": (False, lambda v: isinstance(v, bool), "true or false", None),
+    "executor": ("local", lambda v: v in EXECUTORS, f"one of {', '.join(EXECUTORS)}", None),
+    "workers": ("auto", lambda v: v == "auto" or (type(v) is int and v >= 1), '"auto" or a positive integer', None),
+    "threads": ("cores", lambda v: v in ("cores", "auto") or (type(v) is int and v >= 1),
+                '"cores", "auto" or a positive integer', None),
+}
+TABLES = {"ray": RayConfig, "train": TrainConfig, "report": ReportConfig}  # [NAME]: a settings dataclass
+
+
 def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     fields = {f.name for f in dataclasses.fields(Config)} - {"source", "custom_tasks", "custom_archs"}
     for key in raw:
         if key not in fields:
             raise unknown("config key", key, fields, where)
-    cfg = Config(source=where)
-    cfg.name = str(raw.get("name", Path(where).stem))
-    cfg.description = str(raw.get("description", ""))
+    cfg = Config(source=where, name=str(raw.get("name", Path(where).stem)), description=str(raw.get("description", "")))
     if raw.get("primary") is not None:
         raw = _with_given_primary(cfg, raw, where)
     files = data_tasks(raw.get("data", {}), Path(where).parent, where)  # paths relative to the config file
     cfg.custom_tasks.update(files)
     cfg.data = {name: task.table() for name, task in files.items()}  # paths made absolute, classes found
     for key, registry in (("tasks", {**TASKS, **files}), ("archs", {**ARCHS, **cfg.custom_archs})):
-        names = raw.get(key)
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise UserError(f"{where}: {key} must be a non-empty list of names; valid: {', '.join(sorted(registry))}")
-        for name in names:
-            if name not in registry:
-                raise unknown(key[:-1], name, registry, f"{where} ({key})")
-        setattr(cfg, key, list(dict.fromkeys(names)))
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise UserError(f"{where}: seeds must be a non-empty list of integers; got {seeds!r}")
-    cfg.seeds = list(dict.fromkeys(seeds))
-    frozen = raw.get("frozen", "all")
-    if frozen != "all" and not (isinstance(frozen, list) and frozen and all(isinstance(k, int) and not isinstance(k, bool) for k in frozen)):
-        raise UserError(f"{where}: frozen must be \"all\" or a list of integers (l_c values); got {frozen!r}")
-    cfg.frozen = frozen if frozen == "all" else sorted(set(frozen))
-    pairs = raw.get("pairs", "all")
-    if pairs != "all":
-        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
-            raise UserError(f"{where}: pairs must be \"all\" or a list of [primary, secondary] pairs; got {pairs!r}")
-        for a, b in pairs:
-            for name in (a, b):
-                if name not in cfg.tasks:
-                    raise UserError(f"{where}: pair [{a!r}, {b!r}] names {name!r}, which is not in tasks ({', '.join(cfg.tasks)})")
-            if a == b:
-                raise UserError(f"{where}: pair [{a!r}, {b!r}] transfers a task to itself; a pair needs two distinct tasks")
-    cfg.pairs = pairs
-    cfg.checkpoints = raw.get("checkpoints", "all")
-    if cfg.checkpoints not in CHECKPOINTS:
-        raise UserError(f"{where}: checkpoints must be one of {', '.join(CHECKPOINTS)}; got {cfg.checkpoints!r}")
-    cfg.estimate = raw.get("estimate", False)
-    check_type(cfg.estimate, bool, "estimate", where)
-    cfg.executor = raw.get("executor", "local")
-    if cfg.executor not in EXECUTORS:
-        raise UserError(f"{where}: executor must be one of {', '.join(EXECUTORS)}; got {cfg.executor!r}")
-    cfg.workers = raw.get("workers", "auto")
-    if cfg.workers != "auto" and not (type(cfg.workers) is int and cfg.workers >= 1):
-        raise UserError(f"{where}: workers must be \"auto\" or a positive integer; got {cfg.workers!r}")
-    cfg.threads = raw.get("threads", "cores")
-    if cfg.threads not in ("cores", "auto") and not (type(cfg.threads) is int and cfg.threads >= 1):
-        raise UserError(f"{where}: threads must be \"cores\", \"auto\" or a positive integer; got {cfg.threads!r}")
-    cfg.ray = _dataclass_from(RayConfig, raw.get("ray", {}), f"{where} [ray]")
-    cfg.train = _dataclass_from(TrainConfig, raw.get("train", {}), f"{where} [train]")
-    cfg.report = _dataclass_from(ReportConfig, raw.get("report", {}), f"{where} [report]")
+        setattr(cfg, key, _names(raw.get(key), key, registry, where))
+    for key, (default, valid, expected, kept) in SETTINGS.items():
+        value = raw.get(key, default)
+        if not valid(value):
+            raise UserError(f"{where}: {key} must be {expected}; got {value!r}")
+        setattr(cfg, key, kept(value) if kept else value)
+    cfg.pairs = _pairs(raw.get("pairs", "all"), cfg.tasks, where)
+    for key, cls in TABLES.items():
+        setattr(cfg, key, _dataclass_from(cls, raw.get(key, {}), f"{where} [{key}]"))
     if cfg.report.panels not in REPORT_PANELS:
         raise UserError(f"{where} [report]: panels must be one of {', '.join(REPORT_PANELS)}; got {cfg.report.panels!r}")
     for key, registry in (("task_options", TASKS), ("arch_options", {**ARCHS, **cfg.custom_archs})):
-        table = raw.get(key, {})
-        if not isinstance(table, dict):
-            raise UserError(f"{where}: {key} must be a table of tables")
-        for name, options in table.items():
-            if key == "task_options" and name in cfg.data:
-                raise UserError(f"{where} [task_options.{name}]: {name!r} is read from files; its options go in [data.{name}]")
-            if name not in registry:
-                raise unknown(key.split("_")[0], name, registry, f"{where} [{key}]")
-            if not isinstance(options, dict):
-                raise UserError(f"{where} [{key}.{name}] must be a table")
-        setattr(cfg, key, table)
+        setattr(cfg, key, _option_tables(cfg, raw.get(key, {}), key, registry, where))
     check_options(cfg)
     return cfg
+
+
+def _names(names: Any, key: str, registry, where: str) -> List[str]:
+    """`tasks` or `archs`: a non-empty list of registered names, each once."""
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{where}: {key} must be a non-empty list of names; valid: {', '.join(sorted(registry))}")
+    for name in names:
+        if name not in registry:
+            raise unknown(key[:-1], name, registry, f"{where} ({key})")
+    return list(dict.fromkeys(names))
+
+
+def _pairs(pairs: Any, tasks: List[str], where: str):
+    """`pairs`: "all", or [primary, secondary] pairs of two distinct tasks of the config."""
+    if pairs == "all":
+        return pairs
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+        raise UserError(f"{where}: pairs must be \"all\" or a list of [primary, secondary] pairs; got {pairs!r}")
+    for a, b in pairs:
+        for name in (a, b):
+            if name not in tasks:
+                raise UserError(f"{where}: pair [{a!r}, {b!r}] names {name!r}, which is not in tasks ({', '.join(tasks)})")
+        if a == b:
+            raise UserError(f"{where}: pair [{a!r}, {b!r}] transfers a task to itself; a pair needs two distinct tasks")
+    return pairs
+
+
+def _option_tables(cfg: Config, table: Any, key: str, registry, where: str) -> Dict[str, Any]:
+    """`task_options` or `arch_options`: a table per registered name (a data task's options go in
+    its [data.NAME] table instead)."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: {key} must be a table of tables")
+    for name, options in table.items():
+        if key == "task_options" and name in cfg.data:
+            raise UserError(f"{where} [task_options.{name}]: {name!r} is read from files; its options go in [data.{name}]")
+        if name not in registry:
+            raise unknown(key.split("_")[0], name, registry, f"{where} [{key}]")
+        if not isinstance(options, dict):
+            raise UserError(f"{where} [{key}.{name}] must be a table")
+    return table
 
 
 def _with_given_primary(cfg: Config, raw: Dict[str, Any], where: str) -> Dict[str, Any]:

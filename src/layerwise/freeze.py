@@ -19,7 +19,7 @@ from .config import Config, apply_overrides, config_from_dict
 from .errors import UserError
 from .nets.cuts import CUTS
 from .tasks import TASKS
-from .tasks.files import detect_kind
+from .tasks.files import data_table
 
 ADVICE_FILE = "advice.txt"
 
@@ -53,8 +53,8 @@ def data_task(data: str):
         raise UserError(f"--data {data!r} is neither a registered task ({', '.join(sorted(TASKS))}) nor a file or "
                         "folder: an image folder (<class>/*.png), a .npz file or folder of .npy arrays, or an "
                         "audio folder (<class>/*.wav)")
-    name = path.resolve().stem or "data"
-    return name, {name: {"kind": detect_kind(path), "path": str(path.resolve())}}
+    name, table = data_table(path)
+    return name, {name: table}
 
 
 def advice(out: Path, baseline: bool = True) -> List[str]:

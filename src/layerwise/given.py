@@ -22,7 +22,6 @@ reset): then the transfers have no baseline to be compared with.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .errors import UserError, unknown
+from .hashing import file_digest, tensors_digest
 from .net import LayeredNet
 from .nets import ARCHS
 from .nets.cuts import family_of, resolve_cuts
@@ -144,22 +144,6 @@ def _first(items: List[str], shown: int = 3) -> str:
     return ", ".join(items[:shown]) + more
 
 
-def file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def state_digest(net: nn.Module) -> str:
-    h = hashlib.sha256()
-    for key, value in net.state_dict().items():
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return h.hexdigest()[:16]
-
-
 # ---------------------------------------------------------------------------------------------
 # Networks
 
@@ -249,6 +233,6 @@ def identity(cfg, input_shape) -> Dict[str, Any]:
     does not fit before anything trains."""
     given = cfg.primary
     net = primary_net(cfg, input_shape, True)
-    weights = file_digest(given.checkpoint) if given.checkpoint else state_digest(net)
+    weights = file_digest(given.checkpoint) if given.checkpoint else tensors_digest(net.state_dict().items())
     return {"arch": given.arch, "options": cfg.arch_options.get(given.arch, {}), "classes": given.classes,
             "cuts": given.cuts, "input_shape": list(input_shape), "weights": weights}

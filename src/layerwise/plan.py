@@ -12,14 +12,13 @@ never run again and the same key always means the same computation.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from . import given
 from .config import Config
 from .errors import UserError
+from .hashing import spec_digest, text_digest
 from .net import LayeredNet
 from .nets import ARCHS
 from .tasks import Task
@@ -56,10 +55,6 @@ def named_fold(task: str, fold: Optional[int]) -> str:
     return task if fold is None else f"{task}[fold {fold}]"
 
 
-def digest(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def build(cfg: Config, arch: str, task: Task) -> LayeredNet:
     options = cfg.arch_options.get(arch, {})
     builder = cfg.custom_archs.get(arch) or ARCHS[arch]
@@ -76,7 +71,7 @@ def arch_identity(cfg: Config, arch: str, task: Task) -> dict:
     builds, so editing its code gives new jobs instead of stale results."""
     ident = {"name": arch, "options": cfg.arch_options.get(arch, {})}
     if arch in cfg.custom_archs:
-        ident["built"] = hashlib.sha256(repr(build(cfg, arch, task)).encode()).hexdigest()[:16]
+        ident["built"] = text_digest(repr(build(cfg, arch, task)))
     return ident
 
 
@@ -125,7 +120,7 @@ def plan(cfg: Config) -> List[Job]:
                 for task in folds[name]:
                     spec = {"v": KEY_VERSION, "kind": "scratch", "arch": arch_identity(cfg, arch, task),
                             "task": task.identity(), "seed": seed, "train": train}
-                    job = Job("scratch", arch, name, seed, digest(spec), fold=task.fold)
+                    job = Job("scratch", arch, name, seed, spec_digest(spec), fold=task.fold)
                     scratch[arch, seed, name, task.fold] = job
                     jobs.append(job)
     pairs = ordered_pairs(cfg, tasks)
@@ -145,7 +140,7 @@ def plan(cfg: Config) -> List[Job]:
                     for frozen in values:
                         spec = {"v": KEY_VERSION, "kind": "transfer", "primary": primary.key,
                                 "task": task.identity(), "frozen": frozen, "seed": seed, "train": tuning}
-                        jobs.append(Job("transfer", arch, target, seed, digest(spec), source, frozen, primary.key,
+                        jobs.append(Job("transfer", arch, target, seed, spec_digest(spec), source, frozen, primary.key,
                                         task.fold, origin.fold))
     return jobs
 
@@ -159,7 +154,7 @@ def given_job(cfg: Config, tasks: Dict[str, Task], scratch: dict, folds: dict) -
             raise UserError(f"{cfg.source}: tasks {cfg.tasks[0]!r} and {name!r} have different input shapes "
                             f"({shape} and {task.input_shape}); a given primary takes one")
     spec = {"v": KEY_VERSION, "kind": "given", "primary": given.identity(cfg, shape)}
-    job = Job("given", cfg.primary.arch, cfg.primary.name, cfg.seeds[0], digest(spec))
+    job = Job("given", cfg.primary.arch, cfg.primary.name, cfg.seeds[0], spec_digest(spec))
     for seed in cfg.seeds:
         scratch[job.arch, seed, job.target, None] = job
     folds[job.target] = [job]  # fold_pairs reads only `.fold`: None, the one instance of the primary

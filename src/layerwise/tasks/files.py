@@ -46,13 +46,14 @@ from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..audio import FeatureMatrix, LogMel, cached_features, content_hash
+from ..audio import FeatureMatrix, LogMel, cached_features
 from ..errors import UserError
+from ..hashing import file_hash
 from ..options import check_dataclass_options
 from . import TASKS
 from .base import Split, Task, TaskData, data_root
 from .images import Images, channel_stats
-from .speech import utterance_posteriors, window_split
+from .speech import check_windows, utterance_posteriors, window_split
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -185,6 +186,25 @@ class FileTask(Task):
         options = {k: v for k, v in self.options().items() if k not in self.INCIDENTAL}
         return {"name": self.name, "kind": self.kind, **options, "data": self._digest}
 
+    def three_way(self, labels: Dict[str, np.ndarray], what: str) -> List[Tuple[str, np.ndarray]]:
+        """Where the train, validation and test examples come from, as (given split, indices into
+        it), from the labels of the splits the data comes in: "all" is cut in `fractions`, each
+        class apart; a train split without val gives up val in the first two fractions; train, val
+        and test are taken as they are. An empty split is refused, naming the data's path."""
+        if "all" in labels:
+            parts = [("all", part) for part in stratified_split(labels["all"], self.fractions, self.split_seed)]
+        elif "val" in labels:
+            parts = [(name, np.arange(len(labels[name]))) for name in SPLITS]
+        else:
+            keep, held = stratified_split(labels["train"], self.fractions[:2], self.split_seed)
+            parts = [("train", keep), ("train", held), ("test", np.arange(len(labels["test"])))]
+        total = sum(len(y) for y in labels.values())
+        for name, (_, part) in zip(SPLITS, parts):
+            if len(part) == 0:
+                raise UserError(f"{self.path}: the {name} split has no {what} ({total} {what} in all, fractions "
+                                f"{self.fractions}); add {what} or change the option fractions")
+        return parts
+
     def available(self) -> bool:
         """Whether every file reads. A sweep asks before its first job and, on False, loads the
         task to report what is wrong, so a bad file stops it before any training."""
@@ -230,24 +250,14 @@ class FolderTask(FileTask):
     def content(self) -> Iterator[bytes]:
         """Each file's place under the root (its split and class) and its bytes' hash."""
         for p in self.paths:
-            yield p.relative_to(self.path).as_posix().encode() + b"\0" + content_hash(p)
+            yield p.relative_to(self.path).as_posix().encode() + b"\0" + file_hash(p)
 
     def split_indices(self) -> List[np.ndarray]:
         """Train, validation and test indices into `self.paths`."""
-        if "train" not in self.parts:
-            parts = stratified_split(self.labels, self.fractions, self.split_seed)
-        else:
-            train, test = np.flatnonzero(self.parts == "train"), np.flatnonzero(self.parts == "test")
-            if "val" in self.parts:
-                parts = [train, np.flatnonzero(self.parts == "val"), test]
-            else:
-                keep, held = stratified_split(self.labels[train], self.fractions[:2], self.split_seed)
-                parts = [train[keep], train[held], test]
-        for name, part in zip(SPLITS, parts):
-            if len(part) == 0:
-                raise UserError(f"{self.path}: the {name} split has no files ({len(self.paths)} files in all, "
-                                f"fractions {self.fractions}); add files or change the option fractions")
-        return parts
+        given = {"all": np.arange(len(self.paths))}
+        if "train" in self.parts:  # the folder's own split folders; no val/ means val is held out of train/
+            given = {name: np.flatnonzero(self.parts == name) for name in SPLITS if name != "val" or name in self.parts}
+        return [given[name][part] for name, part in self.three_way({k: self.labels[v] for k, v in given.items()}, "files")]
 
 
 def native_mode(mode: str) -> str:
@@ -346,11 +356,7 @@ class AudioFolder(FolderTask):
     cache: Optional[str] = None  # feature cache folder; default $LAYERWISE_DATA/cache or ~/.cache/layerwise/cache
 
     def __post_init__(self):
-        if self.context < 1 or self.context % 2 == 0:
-            raise ValueError(f"context must be an odd number of frames; got {self.context}")
-        for key in ("hop", "n_mels", "sample_rate"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be at least 1; got {getattr(self, key)}")
+        check_windows(self.context, hop=self.hop, n_mels=self.n_mels, sample_rate=self.sample_rate)
         super().__post_init__()
 
     @property
@@ -452,19 +458,9 @@ class Arrays(FileTask):
     def read(self) -> TaskData:
         x = {s: torch.as_tensor(a, dtype=torch.float32) for s, (a, _) in self.arrays.items()}
         y = {s: torch.from_numpy(labels) for s, labels in self.labels.items()}
-        if "all" in x:
-            parts = stratified_split(self.labels["all"], self.fractions, self.split_seed)
-            splits = [Split(x["all"][p], y["all"][p]) for p in map(torch.from_numpy, parts)]
-        elif "val" in x:
-            splits = [Split(x[s], y[s]) for s in SPLITS]
-        else:
-            keep, held = map(torch.from_numpy, stratified_split(self.labels["train"], self.fractions[:2], self.split_seed))
-            splits = [Split(x["train"][keep], y["train"][keep]), Split(x["train"][held], y["train"][held]),
-                      Split(x["test"], y["test"])]
-        for name, split in zip(SPLITS, splits):
-            if len(split) == 0:
-                raise UserError(f"{self.path}: the {name} split has no examples (fractions {self.fractions}); "
-                                "add examples or change the option fractions")
+        parts = self.three_way(self.labels, "examples")
+        splits = [Split(x[name][index], y[name][index]) for name, index in
+                  ((name, torch.from_numpy(part)) for name, part in parts)]
         return TaskData(*splits)
 
 
@@ -567,11 +563,15 @@ def detect_kind(path: Path) -> str:
     return "image-folder" if images else "audio-folder"
 
 
+def data_table(path: Path) -> Tuple[str, Dict[str, str]]:
+    """A file or folder of data as a task name (its own name) and the [data.NAME] table that
+    reads it, its kind told by its content."""
+    path = Path(path).expanduser().resolve()
+    return path.stem or "data", {"kind": detect_kind(path), "path": str(path)}
+
+
 def task_from_path(path: Path, name: Optional[str] = None, **options) -> FileTask:
-    """A task from a file or folder alone, its kind told by content (`layerwise freeze --data`).
-    `options` are those of the kind's config table (e.g. shape=[3, 32, 32]); the name defaults
-    to the file or folder's name."""
-    path = Path(path).expanduser()
-    kind = detect_kind(path)
-    name = name or path.stem or "data"
-    return make_file_task(KINDS[kind], name, {**options, "path": os.path.abspath(path)}, f"data {path}")
+    """A task from a file or folder alone (`layerwise freeze --data`). `options` are those of
+    the kind's config table (e.g. shape=[3, 32, 32]); the name defaults to the file or folder's."""
+    found, table = data_table(path)
+    return make_file_task(KINDS[table["kind"]], name or found, {**options, "path": table["path"]}, f"data {path}")

@@ -18,6 +18,16 @@ from ..errors import UserError
 from .base import Split, Task, data_root
 
 
+def check_windows(context: int, **counts: int) -> None:
+    """The options of log-mel windows, for every task made of them: `context` frames, an odd
+    number (a window is centred on its frame), and each of `counts` at least 1."""
+    if context < 1 or context % 2 == 0:
+        raise ValueError(f"context must be an odd number of frames; got {context}")
+    for key, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{key} must be at least 1; got {value}")
+
+
 @dataclass
 class SpeechTask(Task):
     lower_is_better = True
@@ -27,8 +37,7 @@ class SpeechTask(Task):
     n_mels: int = 40
 
     def __post_init__(self):
-        if self.context < 1 or self.context % 2 == 0:
-            raise ValueError(f"context must be an odd number of frames; got {self.context}")
+        check_windows(self.context, n_mels=self.n_mels)
 
     @property
     def input_shape(self):

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from ..hashing import tensors_digest
 from .base import Split, Task, TaskData
 
 Pair = Tuple[torch.Tensor, torch.Tensor]
-
-
-def _digest(tensors) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
 
 
 class TensorTask(Task):
@@ -38,7 +29,7 @@ class TensorTask(Task):
         if len(shapes) != 1:
             raise ValueError(f"task {name!r}: train, validation and test inputs differ in shape: {sorted(shapes)}")
         self._shape = shapes.pop()
-        self._digest = _digest([t for s in (train, val, test) for t in s])
+        self._digest = tensors_digest((str((t.dtype, tuple(t.shape))), t) for s in (train, val, test) for t in s)
 
     @property
     def input_shape(self):
