@@ -268,3 +268,35 @@ def test_a_damaged_estimates_file_is_named_and_the_report_still_builds(tmp_path,
     assert estimates_section(Run(tmp_path, {}, [], 0)) == []
     err = capsys.readouterr().err
     assert "estimates.csv cannot be read" in err and "layerwise estimate" in err
+
+
+def test_estimate_on_a_finished_run_keeps_every_row_of_its_results(tmp_path, tiny_raw):
+    from test_cli import layerwise, write_config
+
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    assert layerwise("run", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet").returncode == 0
+    before = (out / "results.csv").read_text()
+    assert len(before.splitlines()) > 1 + 2 * 2 * 2  # more than the primaries' rows
+    done = layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert (out / "results.csv").read_text() == before
+
+
+def test_estimate_sets_a_damaged_primary_aside_trains_it_again_and_finishes(tmp_path, tiny_raw):
+    import csv
+    import json
+
+    from test_cli import layerwise, write_config
+
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    assert layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet").returncode == 0
+    primary = next(r for r in (json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")) if r["target"] == "digits")
+    checkpoint = out / "checkpoints" / f"{primary['key']}.safetensors"
+    checkpoint.write_bytes(b"not a safetensors file")
+    again = layerwise("estimate", str(config), "--out", str(out), "--set", "train.epochs=1", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert str(checkpoint) in again.stderr and "Traceback" not in again.stderr
+    assert (out / "damaged" / checkpoint.name).read_bytes() == b"not a safetensors file"
+    assert checkpoint.exists() and (out / "jobs" / f"{primary['key']}.json").exists()  # trained again
+    rows = list(csv.DictReader(open(out / "estimates.csv")))
+    assert len(rows) == 24 and {r["source"] for r in rows} == {"digits", "printed-digits"}

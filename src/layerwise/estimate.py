@@ -11,7 +11,7 @@ their rows (results.ESTIMATE_COLUMNS), folds averaged within a seed.
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from .prefix import PrefixCache
 from .results import ESTIMATE_COLUMNS
 from .runner import Runner, worker_runner
 from .scores import all_scores, flat_features
+from .store import DamagedCheckpoint
 from .tasks import Split, TaskData
 
 TRAIN_CAP = 2000
@@ -67,44 +68,67 @@ def curve_rows(runner: Runner, unit: List[Job]) -> list:
             for level, scores in curve.items() for score, value in scores.items()]
 
 
-def estimate_unit(cfg, out: str, unit: List[Job], threads: int) -> list:
-    """`curve_rows` in the process that holds the unit (a local worker), with `threads` torch threads."""
+def estimate_unit(cfg, out: str, unit: List[Job], threads: int) -> Optional[list]:
+    """`curve_rows` in the process that holds the unit (a local worker), with `threads` torch
+    threads; None when the unit's primary checkpoint cannot be read: the primary and its record
+    are then set aside, so that it trains again."""
     torch.set_num_threads(threads)
-    return curve_rows(worker_runner(cfg, out), unit)
+    runner = worker_runner(cfg, out)
+    try:
+        return curve_rows(runner, unit)
+    except DamagedCheckpoint as err:
+        runner.store.set_job_aside(err.key, err.why)
+        runner.forget()
+        return None
 
 
 def estimate_sweep(sweep, progress: bool = True):
     """Estimate curves for every (arch, seed, primary -> secondary, l_c) the sweep plans, from its
     recorded primaries; returns the rows of estimates.csv (folds averaged within a seed). The
-    curves are mapped over the local executor's worker processes, as its units are."""
+    curves are mapped over the local executor's worker processes, as its units are. A primary
+    whose checkpoint turns out damaged is set aside, trained again, and its curves estimated then."""
     import pandas as pd
 
     curves = [unit for unit in units(sweep.jobs) if unit[0].kind == "transfer"]
     workers = local_workers(sweep.cfg, sweep.device) if sweep.cfg.executor == "local" else 1
     rows: Dict[str, list] = {}
     with tqdm(total=len(curves), unit="curve", desc="estimates", disable=not progress, dynamic_ncols=True) as bar:
-        def done(unit: List[Job], found: list) -> None:
-            rows[unit[0].key] = found
-            bar.update()
+        for _ in range(2):  # a second round once the primaries set aside are trained again
+            damaged: set = set()
 
-        map_units(sweep.cfg, sweep.store.root, estimate_unit, lambda: [u for u in curves if u[0].key not in rows],
-                  workers, done=done)
+            def done(unit: List[Job], found: Optional[list]) -> None:
+                if found is None:
+                    damaged.add(unit[0].primary)
+                else:
+                    rows[unit[0].key] = found
+                    bar.update()
+
+            map_units(sweep.cfg, sweep.store.root, estimate_unit,
+                      lambda: [u for u in curves if u[0].key not in rows and u[0].primary not in damaged],
+                      workers, done=done)
+            if not damaged:
+                break
+            train_primaries(sweep)
+    if len(rows) < len(curves):
+        raise UserError(f"the primaries of {len(curves) - len(rows)} curves could not be read even after training "
+                        f"them again; see {sweep.store.damaged}")
     table = pd.DataFrame([row for unit in curves for row in rows[unit[0].key]], columns=ESTIMATE_COLUMNS)
     return table.groupby(ESTIMATE_COLUMNS[:-1], as_index=False, sort=False)["value"].mean()
 
 
 def train_primaries(sweep) -> None:
     """Train the sweep's primaries that are not recorded yet, and nothing else. The run directory
-    keeps the plan of the whole sweep, so its report still counts what has not run."""
+    keeps the plan of the whole sweep first, so its results.csv and report count what has not run,
+    however this is stopped."""
     planned, mode = sweep.jobs, sweep.mode
     sweep.check_directory()  # the whole plan against what the directory holds
+    with sweep.store.locked():
+        sweep.store.start(sweep.cfg.to_dict(), [job.key for job in planned], mode)
     sweep.jobs, sweep.mode = [job for job in planned if job.primary is None], "extend"  # a part of it
     try:
         sweep.run()
     finally:
         sweep.jobs, sweep.mode = planned, mode
-    with sweep.store.locked():
-        sweep.store.start(sweep.cfg.to_dict(), [job.key for job in planned], "extend")
 
 
 def write_estimates(sweep, progress: bool = True):

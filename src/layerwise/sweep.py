@@ -140,4 +140,8 @@ class Sweep:
         bar.update()
 
     def write_results(self, finished: Dict[str, dict]) -> None:
-        self.store.write_results([finished[job.key] for job in self.jobs if job.key in finished])
+        """results.csv of every finished job the run directory plans, also those this run was not
+        asked to run (`layerwise estimate` runs the primaries alone)."""
+        planned = self.store.read_plan()
+        records = (finished[key] if key in finished else self.store.record(key) for key in planned)
+        self.store.write_results([r for r in records if r is not None])
