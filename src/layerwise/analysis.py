@@ -318,10 +318,13 @@ def factor_table(scores: pd.DataFrame, notes: List[str]) -> np.ndarray:
     return y
 
 
-def relatedness(scores: pd.DataFrame, resamples: int, seed: int) -> Optional[dict]:
-    """Task relatedness from normalised transferability averaged over architectures: the matrix
-    with intervals, a hierarchical clustering of the tasks, and how stable the ranking of ordered
-    pairs (and the clustering's first merge) is when seeds are resampled."""
+def relatedness(scores: pd.DataFrame, resamples: int, seed: int, alpha: float = 0.05) -> Optional[dict]:
+    """Task relatedness from normalised transferability averaged over architectures: the matrix with
+    intervals; whether the ordered pairs differ at all (`p_value`: a repeated-measures F test over
+    pairs with seeds as subjects; `related`: it rejects at alpha); a hierarchical clustering and a
+    ranking, which mean something only when it rejects; and how well the ranking reproduces
+    (`stability`: split-half agreement, near 0 when the pairs do not differ). `resamples`: the
+    number of random splits of the seeds."""
 
     pooled = scores.groupby(["source", "target", "seed"], as_index=False)["score"].mean()
     if pooled.empty:
@@ -335,16 +338,19 @@ def relatedness(scores: pd.DataFrame, resamples: int, seed: int) -> Optional[dic
         matrix[tasks.index(source), tasks.index(target)] = i["mean"]
         entries.append({"source": source, "target": target, **i})
     wide = pooled.pivot(index="seed", columns=["source", "target"], values="score").dropna()
-    out = {"tasks": tasks, "matrix": matrix.tolist(), "pairs": entries, "linkage": None, "stability": None}
+    out = {"tasks": tasks, "matrix": matrix.tolist(), "pairs": entries, "linkage": None, "stability": None,
+           "test": None, "p_value": None, "related": False, "alpha": alpha}
     if len(tasks) >= 2:
         out["linkage"] = _cluster(matrix).tolist()
     order = sorted(pairs, key=lambda p: -matrix[tasks.index(p[0]), tasks.index(p[1])])
     out["ranking"] = [{"source": s, "target": t, "rank": r + 1} for r, (s, t) in enumerate(order)]
     if len(wide) >= 2 and len(pairs) >= 2:
+        test = stats.rm_oneway(wide.to_numpy(float).T)
+        out["test"] = {"method": "repeated-measures F over ordered pairs, seeds as subjects, Greenhouse-Geisser",
+                       "F": test["F"], "df": test["df"], "epsilon": test["epsilon"], "p": test["p"]}
+        out["p_value"] = test["p"]
+        out["related"] = test["p"] is not None and test["p"] < alpha
         out["stability"] = _stability(wide, order, resamples, seed)
-        ranks = out["stability"].pop("rank_intervals")
-        for entry in out["ranking"]:
-            entry["rank_interval"] = ranks[entry["source"], entry["target"]]
     return out
 
 
@@ -371,56 +377,53 @@ def _cluster(matrix: np.ndarray) -> np.ndarray:
     return hierarchy.linkage(squareform(_symmetric_distance(matrix), checks=False), method="average")
 
 
-def _stability(wide: pd.DataFrame, order, resamples: int, seed: int) -> dict:
-    """Resample seeds; recompute the ranking of ordered pairs (Kendall tau against the observed one,
-    how often the top pair stays on top, each pair's rank interval) and the clustering's first merge
-    (the two tasks most related both ways, which average linkage joins first)."""
+def _stability(wide: pd.DataFrame, order, splits: int, seed: int) -> dict:
+    """How well the ranking of ordered pairs, and the clustering's first merge (the two tasks most
+    related both ways, which average linkage joins first), reproduce: split the seeds into two
+    disjoint halves at random and compare the halves (`stats.split_half_agreement`), as an
+    independent repeat of the run with half the seeds would. Agreement of resamples with the run's
+    own ranking is not used: it is high even on pure noise."""
 
-    rng = np.random.default_rng(seed)
     values = wide.to_numpy(float)  # (seeds, pairs)
     columns = list(wide.columns)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)  # (resamples, pairs)
-    ranks = (-means).argsort(axis=1).argsort(axis=1) + 1
-    observed = np.array([order.index(c) for c in columns]) + 1
-    i, j = np.triu_indices(len(columns), 1)
-    taus = (np.sign(ranks[:, i] - ranks[:, j]) * np.sign(observed[i] - observed[j])).mean(axis=1)
+    ranking = stats.split_half_agreement(values, splits, seed)
     unordered = sorted({tuple(sorted(c)) for c in columns})
-    both = np.stack([means[:, [k for k, c in enumerate(columns) if tuple(sorted(c)) == u]].mean(axis=1)
-                     for u in unordered], axis=1)  # (resamples, unordered pairs)
-    observed_both = [values.mean(0)[[k for k, c in enumerate(columns) if tuple(sorted(c)) == u]].mean() for u in unordered]
-    first = int(np.argmax(observed_both))
-    low, high = np.percentile(ranks, [2.5, 97.5], axis=0)
-    return {"resamples": resamples, "kendall_tau_mean": float(taus.mean()),
-            "kendall_tau_interval": [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))],
-            "top_pair": list(order[0]), "top_pair_frequency": float(np.mean(ranks[:, columns.index(order[0])] == 1)),
-            "first_merge": list(unordered[first]), "first_merge_frequency": float(np.mean(both.argmax(axis=1) == first)),
-            "rank_intervals": {c: [float(low[k]), float(high[k])] for k, c in enumerate(columns)}}
+    both = np.stack([values[:, [k for k, c in enumerate(columns) if tuple(sorted(c)) == u]].mean(axis=1)
+                     for u in unordered], axis=1)  # (seeds, unordered pairs)
+    merge = stats.split_half_agreement(both, splits, seed)
+    return {"method": "split-half", "splits": splits, "resamples": splits, "half": ranking["half"],
+            "kendall_tau_mean": ranking["kendall_tau_mean"], "kendall_tau_interval": ranking["kendall_tau_interval"],
+            "top_pair": list(order[0]), "top_pair_frequency": ranking["top_agreement"],
+            "first_merge": list(unordered[int(np.argmax(both.mean(axis=0)))]),
+            "first_merge_frequency": merge["top_agreement"]}
 
 
-def what_to_freeze(table: pd.DataFrame, tolerance: float, confidence: float = 0.95) -> List[dict]:
-    """Per (arch, pair): the deepest `l_c` such that no `l_c` up to it loses, on the validation
-    split, significantly more than `tolerance` metric points against the baseline (the upper end of
-    the gain's interval stays above -tolerance; with one seed, the gain itself); the test split at
-    that `l_c` is reported, never used to choose. `established` says whether the whole interval
-    lies within the tolerance for every `l_c` up to the choice."""
+def what_to_freeze(table: pd.DataFrame, tolerance: float, alpha: float = 0.05) -> List[dict]:
+    """Per (arch, pair), by equivalence (`stats.safe_depth`): the deepest `l_c` whose loss against the
+    baseline, on the validation split, is shown to be within `tolerance` metric points (the lower end
+    of the one-sided (1 - alpha) interval of the gain above -tolerance), testing l_c = 0, 1, ... in
+    order and stopping at the first not shown safe; -1 when not even l_c = 0 is, with the seeds that
+    would be needed to decide. A loss that is merely not significant is not safe. The test split at
+    the chosen `l_c` is reported, never used to choose. `established` is kept for old readers: it is
+    true exactly when some l_c was shown safe."""
 
     split = "val" if (table["split"] == "val").any() else "test"
     out = []
     test = table[table["split"] == "test"]
     for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
-        chosen, established = -1, True
-        for frozen, at in curve.groupby("frozen"):
-            i = stats.mean_interval(at["gain"], confidence)
-            upper = i.mean if i.high is None else i.high
-            if upper < -tolerance:
-                break
-            chosen = int(frozen)
-            established = established and i.low is not None and i.low >= -tolerance
+        levels = sorted(curve["frozen"].unique())
+        rule = stats.safe_depth([curve.loc[curve["frozen"] == k, "gain"].to_numpy(float) for k in levels],
+                                tolerance, alpha)
+        chosen = int(levels[rule["frozen"]]) if rule["frozen"] >= 0 else -1
+        stopped = None if rule["stopped_at"] is None else int(levels[rule["stopped_at"]])
         at_test = test[(test["arch"] == arch) & (test["source"] == source) & (test["target"] == target)
                        & (test["frozen"] == chosen)]
         out.append({"arch": arch, "source": source, "target": target, "num_layers": int(curve["num_layers"].max()),
-                    "frozen": chosen, "chosen_on": split, "tolerance": tolerance,
-                    "established": bool(established and chosen >= 0),
+                    "frozen": chosen, "chosen_on": split, "tolerance": tolerance, "alpha": alpha,
+                    "rule": "equivalence, fixed sequence from l_c = 0", "established": chosen >= 0,
+                    "status": rule["status"], "stopped_at": stopped, "seeds_needed": rule["seeds_needed"],
+                    "seeds_cap": rule["seeds_cap"], "seeds": int(curve.groupby("frozen").size().min()),
+                    "lower_bounds": dict(zip((int(k) for k in levels), rule["lower"])),
                     "test_value": _interval(at_test["value"]) if len(at_test) else None,
                     "test_gain": _interval(at_test["gain"]) if len(at_test) else None})
     return out
@@ -473,8 +476,8 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     else:
         out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None,
                           "note": "one architecture: the tasks cannot be weighed against architectures"}
-    out["relatedness"] = relatedness(scores, min(resamples, 1000), seed)
-    out["what_to_freeze"] = what_to_freeze(table, tolerance)
+    out["relatedness"] = relatedness(scores, min(resamples, 1000), seed, alpha)
+    out["what_to_freeze"] = what_to_freeze(table, tolerance, alpha)
     if not (table["split"] == "val").any():
         notes.append("no validation rows: what to freeze was chosen on the test split")
     out["split"] = split
@@ -508,10 +511,20 @@ def summary(obs: Record) -> List[str]:
                  f"{_pct(best['mean'])} ({best['source']} → {best['target']}{_ci_pct(best['ci'])}), over {seeds} seed(s).")
     rel = obs.get("relatedness") or {}
     stab = rel.get("stability")
-    if stab:
-        lines.append(f"Read as task relatedness, {best['source']} → {best['target']} ranks first in "
-                     f"{100 * stab['top_pair_frequency']:.0f}% of {stab['resamples']} resamples of the seeds; the ranking of "
-                     f"ordered pairs agrees with the observed one with a mean Kendall tau of {stab['kendall_tau_mean']:.2f}.")
+    if rel.get("p_value") is not None:
+        if rel.get("related"):
+            lines.append(f"Task relatedness: the ordered pairs differ in transferability (repeated-measures F test over "
+                         f"pairs, seeds as subjects, p = {rel['p_value']:.3g}); {best['source']} → {best['target']} ranks "
+                         "first" + (f", and two disjoint halves of the seeds rank the pairs alike with a mean Kendall tau "
+                                    f"of {stab['kendall_tau_mean']:.2f} (0: no agreement) and put the same pair first in "
+                                    f"{100 * stab['top_pair_frequency']:.0f}% of {stab['splits']} random splits"
+                                    if stab else "") + ".")
+        else:
+            lines.append(f"Task relatedness: this run does not show that the ordered pairs differ in transferability "
+                         f"(repeated-measures F test over pairs, p = {rel['p_value']:.3g}), so no ranking or clustering "
+                         "of the tasks is asserted" + (f"; two halves of the seeds rank the pairs alike with a mean "
+                                                       f"Kendall tau of {stab['kendall_tau_mean']:.2f}" if stab else "")
+                         + ".")
     rows = obs["asymmetry"]
     if rows:
         if seeds < 2:

@@ -78,9 +78,11 @@ def write_tables(out: Path, obs) -> dict:
                             for r in obs["asymmetry"]])
     depth = {(d["arch"], d["source"], d["target"]): d["depth"] for d in obs["transfer_depth"]}
     tables["freezable"] = (["arch", "primary", "secondary", "L_H", "freeze l_c", "chosen on", "established",
+                            "stopped at l_c", "seeds", "seeds needed there",
                             "test gain at that l_c", "test ci_low", "test ci_high", "transfer depth (test)"],
                            [[w["arch"], w["source"], w["target"], w["num_layers"], w["frozen"], w["chosen_on"],
-                             "yes" if w["established"] else "no", _f((w["test_gain"] or {}).get("mean")),
+                             "yes" if w["established"] else "no", _f(w.get("stopped_at"), "{}"), w.get("seeds", ""),
+                             _seeds_needed(w), _f((w["test_gain"] or {}).get("mean")),
                              *_ci(w["test_gain"]), _f(depth.get((w["arch"], w["source"], w["target"])), "{}")]
                             for w in obs["what_to_freeze"]])
     for name, (header, rows) in tables.items():
@@ -149,7 +151,7 @@ def draw_figures(run: Run) -> None:
                             "fewer errors than training on the secondary task alone; -50%: half of the baseline's "
                             "margin over chance lost), with the half-width of its 95% interval over seeds."))
     related = obs.get("relatedness")
-    if related and related.get("linkage") and len(related["tasks"]) >= 3:  # two tasks make no tree
+    if related and related.get("related") and related.get("linkage") and len(related["tasks"]) >= 3:  # two tasks make no tree
         figures.plot_dendrogram(related, out / "relatedness.png")
         run.figures.append(("relatedness.png", "Tasks clustered by relatedness: normalised transferability, both "
                             "directions averaged, average linkage."))
@@ -227,21 +229,42 @@ def relatedness_section(run: Run) -> List[str]:
     if not related or not related.get("ranking"):
         return []
     stab = related.get("stability") or {}
-    return ["<h2>Relatedness</h2><p>Ordered pairs ranked by normalised transferability averaged over "
-            "architectures" + (f"; rank intervals from {stab['resamples']} resamples of the seeds, mean Kendall "
-                               f"tau with the observed ranking {stab['kendall_tau_mean']:.2f}" if stab else "")
-            + ".</p>",
-            _table(["rank", "primary", "secondary", "rank interval"],
-                   [[e["rank"], e["source"], e["target"], "" if "rank_interval" not in e else
-                     f"{e['rank_interval'][0]:g} to {e['rank_interval'][1]:g}"] for e in related["ranking"]])]
+    test = related.get("test") or {}
+    agreement = (f" Reproducibility: two disjoint halves of the seeds rank the pairs alike with a mean Kendall tau of "
+                 f"{stab['kendall_tau_mean']:.2f} over {stab['splits']} random splits (0: no agreement)." if stab else "")
+    if test.get("p") is None:
+        head = "Whether the pairs differ cannot be tested (one seed or one pair)."
+    else:
+        head = (f"Do the ordered pairs differ in transferability at all? {html.escape(test['method'])}: "
+                f"F = {test['F']:.3g}, p = {test['p']:.3g}.")
+    if not related.get("related"):
+        return [f"<h2>Relatedness</h2><p>{head} Not shown at alpha {related.get('alpha', 0.05):g}, so no ranking or "
+                f"clustering of the tasks is given.{agreement}</p>"]
+    return [f"<h2>Relatedness</h2><p>{head} Ordered pairs ranked by normalised transferability averaged over "
+            f"architectures.{agreement}</p>",
+            _table(["rank", "primary", "secondary"], [[e["rank"], e["source"], e["target"]] for e in related["ranking"]])]
+
+
+def _seeds_needed(w: dict) -> str:
+    """The freezable table's 'seeds needed' cell: blank when nothing stopped the advice."""
+    if w.get("stopped_at") is None or w.get("seeds", 0) < 2:
+        return ""
+    return str(w["seeds_needed"]) if w.get("seeds_needed") is not None else f"more than {w.get('seeds_cap', 100)}"
 
 
 def freeze_section(run: Run) -> List[str]:
-    return ["<h2>What to freeze</h2><p>The deepest l_c such that no l_c up to it loses, on the validation split, "
-            f"significantly more than {run.obs['settings']['tolerance']:g} metric point(s) against the baseline (the "
-            "upper end of the 95% interval stays above the tolerance); established: the whole interval lies within "
-            "it. The test gain at that l_c is reported, never used to choose. Transfer depth: the deepest l_c without a "
-            "significant loss on the test split (Holm across l_c); -1: even full fine-tuning loses.</p>",
+    settings = run.obs["settings"]
+    alpha = settings.get("alpha", 0.05)
+    return ["<h2>What to freeze</h2><p>By equivalence, not absence of evidence: an l_c is safe only when its loss "
+            f"against the baseline, on the validation split, is shown to be less than {settings['tolerance']:g} metric "
+            f"point(s) (the lower end of the one-sided {100 * (1 - alpha):g}% t bound of the gain over seeds lies above "
+            "-tolerance). The l_c are tested in order from 0 and testing stops at the first not shown safe (a fixed "
+            f"sequence, which keeps the chance of calling any truly lossy l_c safe at {alpha:g} without adjustment); "
+            "the advice is the deepest safe l_c, -1 when not even l_c = 0 is shown safe. Seeds needed: how many seeds "
+            "would show the l_c that stopped the sequence safe with 80% power, if its observed mean and seed spread "
+            "were the truth. The test gain at the chosen l_c is reported, never used to choose. Transfer depth: the "
+            "deepest l_c without a significant loss on the test split (Holm across l_c); -1: even full fine-tuning "
+            "loses.</p>",
             _table(*run.tables["freezable"])]
 
 
@@ -316,7 +339,8 @@ def estimated_freeze(run: Run, estimates, real) -> List[str]:
     chosen = {}
     if real is not None and not real.empty:
         chosen = {(w["arch"], w["source"], w["target"]): w["frozen"]
-                  for w in analysis.what_to_freeze(analysis.per_seed(run.done), 1.0)}
+                  for w in analysis.what_to_freeze(analysis.per_seed(run.done),
+                                                   run.obs["settings"]["tolerance"], run.obs["settings"]["alpha"])}
     advice["real"] = [chosen.get(k) for k in zip(advice["arch"], advice["source"], advice["target"])]
     header = ["arch", "primary", "secondary", "score", "freeze l_c (estimate)", "freeze l_c (sweep, validation)"]
     rows = [[r["arch"], r["source"], r["target"], r["score"], r["frozen"],
