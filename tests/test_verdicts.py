@@ -8,8 +8,12 @@ per job, and a noise level that differs by task. Monte Carlo error: with 2,000 r
 
 import numpy as np
 import pytest
+from results_tables import simulate
 
-from layerwise import stats
+from layerwise import observations, stats
+from layerwise.config import load_config
+from layerwise.errors import UserError
+from layerwise.report import analysis_settings
 
 TOLERANCE = 1.0
 DEPTH = 6  # l_c = 0 .. 6
@@ -108,3 +112,13 @@ def test_split_half_agreement_is_near_zero_on_noise_and_high_on_a_real_ranking()
     real = [stats.split_half_agreement(x.T, 50, r)["kendall_tau_mean"]
             for r, x in enumerate(pair_scores(rng, 300, 4, effect=0.3))]
     assert abs(np.mean(null)) < 0.03 and np.mean(real) > 0.6
+
+
+def test_alpha_test_and_tolerance_come_from_the_config_and_are_recorded():
+    cfg = load_config("demo", ["analysis.tolerance=2", 'analysis.test="sign-flip"', "analysis.alpha=0.1"])
+    obs = observations(simulate(np.random.default_rng(1), seeds=3), resamples=50, **analysis_settings(cfg.to_dict()))
+    assert obs.settings["tolerance"] == 2 and obs.settings["test"] == "sign-flip" and obs.settings["alpha"] == 0.1
+    assert {w["tolerance"] for w in obs.what_to_freeze} == {2.0} and obs.relatedness["alpha"] == 0.1
+    with pytest.raises(UserError, match=r"\[analysis\].*tolerance"):
+        load_config("demo", ["analysis.tolerance=-1"])
+    assert analysis_settings({}) == {}  # a config.json from before [analysis]: the defaults

@@ -399,11 +399,18 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-heig
          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")
 
 
+def analysis_settings(config: dict) -> dict:
+    """alpha, test and tolerance from the run's config ([analysis]; a config.json written before that
+    table existed gets the defaults)."""
+    table = config.get("analysis") or {}
+    return {key: table[key] for key in ("alpha", "test", "tolerance") if table.get(key) is not None}
+
+
 def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     """Write the figures, the CSV tables, observations.json and report.html into `out`; return the
     report's path. `planned` is the number of jobs the run planned (0: all of `records`)."""
     run = Run(Path(out), config, list(records), planned)
-    run.obs = analysis.observations(run.done)
+    run.obs = analysis.observations(run.done, **analysis_settings(config))
     (run.out / "observations.json").write_text(json.dumps(run.obs, indent=1) + "\n")
     run.tables = write_tables(run.out, run.obs)
     draw_figures(run)
