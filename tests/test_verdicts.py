@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from results_tables import simulate
 
-from layerwise import observations, stats
+from layerwise import analysis, observations, stats
 from layerwise.config import load_config
 from layerwise.errors import UserError
 from layerwise.report import analysis_settings
@@ -122,3 +122,19 @@ def test_alpha_test_and_tolerance_come_from_the_config_and_are_recorded():
     with pytest.raises(UserError, match=r"\[analysis\].*tolerance"):
         load_config("demo", ["analysis.tolerance=-1"])
     assert analysis_settings({}) == {}  # a config.json from before [analysis]: the defaults
+
+
+def test_sign_flip_with_too_few_seeds_says_cannot_be_assessed_not_does_not_show():
+    obs = observations(simulate(np.random.default_rng(2), seeds=3), test="sign-flip", resamples=50)
+    line = next(s for s in analysis.summary(obs) if "onsymmetry" in s)
+    assert "cannot be assessed with 3 seeds" in line and "does not show" not in line
+    assert all(r["ci_adjusted"][0] <= r["difference"]["ci"][0] for r in obs.asymmetry)  # adjusted is wider
+
+
+def test_a_baseline_just_above_chance_is_normalised_by_the_floor_and_said_so():
+    notes = []
+    table = analysis.per_seed(simulate(np.random.default_rng(3), level={"a": 90.0, "b": 80.0, "c": 11.5}, noise=0.01),
+                              notes)
+    into_c = table[(table["target"] == "c") & (table["split"] == "test")]
+    assert np.allclose(into_c["rel"], into_c["gain"] / analysis.SCALE_FLOOR)
+    assert any("less than 5 points above chance" in n for n in notes)

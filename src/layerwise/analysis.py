@@ -39,6 +39,7 @@ from . import stats
 from .errors import UserError
 from .results import RESULT_COLUMNS, metric_lower_is_better, plain, result_rows
 
+SCALE_FLOOR = 5.0  # metric points: the least margin over chance a normalised gain is divided by
 REQUIRED = ["arch", "source", "target", "seed", "frozen", "split", "metric", "value"]
 GROUP = ["arch", "source", "target"]
 
@@ -162,7 +163,15 @@ def _scales(df: pd.DataFrame, base: pd.DataFrame, notes: List[str]) -> pd.DataFr
     if missing:
         notes.append(f"no chance level for {', '.join(missing)}: its gains are normalised by the baseline's error "
                      "(the relative change in error) instead of the baseline's distance from chance")
-    scale["scale"] = np.where(scale["chance_error"].notna(), scale["chance_error"] - scale["error"], scale["error"])
+    margin = scale["chance_error"] - scale["error"]
+    floored = scale["chance_error"].notna() & (margin > 0) & (margin < SCALE_FLOOR)
+    if floored.any():
+        names = sorted(set(scale.loc[floored, "target"]))
+        notes.append(f"the baseline of {', '.join(names)} is less than {SCALE_FLOOR:g} points above chance: its gains are "
+                     f"divided by {SCALE_FLOOR:g} points instead, so that a small gain is not read as a multiple of a "
+                     "margin that is mostly noise")
+    margin = np.where(floored, SCALE_FLOOR, margin)
+    scale["scale"] = np.where(scale["chance_error"].notna(), margin, scale["error"])
     return scale[["arch", "target", "fold", "split", "scale"]]
 
 
@@ -292,11 +301,27 @@ def asymmetry(scores: pd.DataFrame, alpha: float, test: str) -> List[dict]:
                 rows.append({"arch": arch, "a": a, "b": b, "a_to_b": float(np.mean([ab[s] for s in seeds])),
                              "b_to_a": float(np.mean([ba[s] for s in seeds])), "difference": _interval(diffs),
                              "seeds": len(seeds), "test": test, "statistic": result.statistic, "df": result.df,
-                             "p": result.p, "note": result.note})
+                             "p": result.p, "note": result.note, "_diffs": diffs})
+    tested = sum(r["p"] is not None for r in rows)
     for row, adjusted in zip(rows, stats.holm([r["p"] for r in rows])):
         row["p_adjusted"] = adjusted
         row["nonsymmetric"] = adjusted is not None and adjusted < alpha
+        # Bonferroni-wide interval: adjusted for the table as the p-values are (it excludes 0 only where
+        # Holm also rejects); the plain interval in "difference" is unadjusted.
+        level = 1 - alpha / max(tested, 1)
+        wide = stats.mean_interval(list(row.pop("_diffs")), level)
+        row["ci_adjusted"] = None if wide.low is None else [wide.low, wide.high]
+        row["ci_adjusted_level"] = level
+        row["assessable"] = _can_reject(test, row["seeds"], tested, alpha)
     return rows
+
+
+def _can_reject(test: str, seeds: int, family: int, alpha: float) -> bool:
+    """Whether any comparison of the family could be called at all: the exact sign-flip test's
+    smallest p-value is 2 / 2^n, which Holm multiplies by the family's size at first."""
+    if seeds < 2:
+        return False
+    return test != "sign-flip" or family * 2.0 / 2 ** seeds < alpha
 
 
 def factor_table(scores: pd.DataFrame, notes: List[str]) -> np.ndarray:
@@ -492,8 +517,8 @@ def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:+.1f}%"
 
 
-def _ci_pct(ci) -> str:
-    return "" if not ci else f", 95% CI {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%"
+def _ci_pct(ci, label: str = "") -> str:
+    return "" if not ci else f", 95% CI{label} {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%"
 
 
 def summary(obs: Record) -> List[str]:
@@ -507,8 +532,10 @@ def summary(obs: Record) -> List[str]:
     lines.append(f"Transferability (the mean gain against the baseline over the depth fraction l_c / L_H, as a share "
                  f"of what the baseline learned above chance; positive: fewer errors than training on the secondary "
                  f"task alone) ranges from "
-                 f"{_pct(worst['mean'])} ({worst['source']} → {worst['target']}{_ci_pct(worst['ci'])}) to "
-                 f"{_pct(best['mean'])} ({best['source']} → {best['target']}{_ci_pct(best['ci'])}), over {seeds} seed(s).")
+                 f"{_pct(worst['mean'])} ({worst['source']} → {worst['target']}{_ci_pct(worst['ci'], ' (unadjusted)')}) to "
+                 f"{_pct(best['mean'])} ({best['source']} → {best['target']}{_ci_pct(best['ci'], ' (unadjusted)')}), over "
+                 f"{seeds} seed(s), for these test sets (the intervals are over seeds; the extremes are picked from "
+                 "many pairs, so their unadjusted intervals overstate how sure the ends are).")
     rel = obs.get("relatedness") or {}
     stab = rel.get("stability")
     if rel.get("p_value") is not None:
@@ -525,22 +552,7 @@ def summary(obs: Record) -> List[str]:
                          "of the tasks is asserted" + (f"; two halves of the seeds rank the pairs alike with a mean "
                                                        f"Kendall tau of {stab['kendall_tau_mean']:.2f}" if stab else "")
                          + ".")
-    rows = obs["asymmetry"]
-    if rows:
-        if seeds < 2:
-            lines.append("Nonsymmetry: with one seed there is no estimate of noise, so no difference between directions "
-                         "can be called nonsymmetric; run more seeds.")
-        else:
-            clear = [r for r in rows if r["nonsymmetric"]]
-            top = min(rows, key=lambda r: (r["p_adjusted"] is None, r["p_adjusted"] or 1.0, -abs(r["difference"]["mean"])))
-            d = top["difference"]
-            lines.append(f"Nonsymmetry: {len(clear)} of {len(rows)} comparisons of A → B with B → A differ after Holm's "
-                         f"correction ({top['test']} test over seeds, alpha {obs['settings']['alpha']}). The strongest: "
-                         f"{top['arch']}, {top['a']} → {top['b']} {_pct(top['a_to_b'])} against {top['b']} → {top['a']} "
-                         f"{_pct(top['b_to_a'])} (difference {_pct(d['mean'])}{_ci_pct(d['ci'])}), adjusted p = "
-                         + ("n/a" if top["p_adjusted"] is None else f"{top['p_adjusted']:.3g}") + ". "
-                         + ("Transferability is nonsymmetric here." if clear else
-                            "This run does not show nonsymmetry beyond seed noise."))
+    lines += _asymmetry_lines(obs)
     f = obs.get("factors") or {}
     if f.get("tasks"):
         iv = f["interval"]
@@ -565,6 +577,41 @@ def summary(obs: Record) -> List[str]:
     for note in obs["notes"]:
         lines.append(f"Note: {note}.")
     return lines
+
+
+def _asymmetry_lines(obs: Record) -> List[str]:
+    """The nonsymmetry verdict, its interval adjusted as its p-value is, and claims about the
+    pooled architectures made only from the pooled rows."""
+    rows, seeds = obs["asymmetry"], obs["seeds"]
+    if not rows:
+        return []
+    if seeds < 2:
+        return ["Nonsymmetry: with one seed there is no estimate of noise, so no difference between directions "
+                "can be called nonsymmetric; run more seeds."]
+    alpha = obs["settings"]["alpha"]
+    if not any(r.get("assessable", True) for r in rows):
+        return [f"Nonsymmetry cannot be assessed with {seeds} seeds: the exact sign-flip test's smallest p-value, "
+                f"2 / 2^{seeds}, times the {len(rows)} comparisons of Holm's correction, is not below alpha "
+                f"{alpha:g}; use more seeds or test = \"t\"."]
+    clear = [r for r in rows if r["nonsymmetric"]]
+    top = min(rows, key=lambda r: (r["p_adjusted"] is None, r["p_adjusted"] or 1.0, -abs(r["difference"]["mean"])))
+    d = top["difference"]
+    ci = top.get("ci_adjusted")
+    level = f"{100 * top.get('ci_adjusted_level', 0.95):.4g}%"
+    interval = "" if not ci else f", {level} interval adjusted for the {len(rows)} comparisons {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%"
+    line = (f"Nonsymmetry: {len(clear)} of {len(rows)} comparisons of A → B with B → A differ after Holm's correction "
+            f"({top['test']} test over seeds, alpha {alpha:g}). The strongest: {top['arch']}, {top['a']} → {top['b']} "
+            f"{_pct(top['a_to_b'])} against {top['b']} → {top['a']} {_pct(top['b_to_a'])} (difference "
+            f"{_pct(d['mean'])}{interval}), adjusted p = " + _fmt_p(top["p_adjusted"]) + ". ")
+    pooled = [r for r in rows if r["arch"] == "all"]
+    if clear:
+        where = sorted({r["arch"] for r in clear})
+        line += ("Transferability is nonsymmetric here" + (" pooled over architectures" if "all" in where else
+                                                           f" for {', '.join(where)} (not shown pooled over architectures)"
+                                                           if pooled else "") + ".")
+    else:
+        line += "This run does not show nonsymmetry beyond seed noise."
+    return [line]
 
 
 def _fmt_p(p: Optional[float]) -> str:

@@ -69,10 +69,12 @@ def write_tables(out: Path, obs) -> dict:
                                  [[t["arch"], t["source"], t["target"], _f(t["mean"], "{:+.4f}"), *_ci(t, "{:+.4f}"),
                                    _f(t["sd"], "{:.4f}"), t["n"], _f(t["points"]["mean"]), *_ci(t["points"])]
                                   for t in obs["transferability"]])
-    tables["asymmetry"] = (["arch", "A", "B", "A → B", "B → A", "difference", "ci_low", "ci_high", "test", "statistic",
+    tables["asymmetry"] = (["arch", "A", "B", "A → B", "B → A", "difference", "ci_low (unadjusted)",
+                            "ci_high (unadjusted)", "ci_low (adjusted)", "ci_high (adjusted)", "test", "statistic",
                             "df", "p", "p_adjusted (Holm)", "nonsymmetric", "seeds"],
                            [[r["arch"], r["a"], r["b"], _f(r["a_to_b"], "{:+.4f}"), _f(r["b_to_a"], "{:+.4f}"),
-                             _f(r["difference"]["mean"], "{:+.4f}"), *_ci(r["difference"], "{:+.4f}"), r["test"],
+                             _f(r["difference"]["mean"], "{:+.4f}"), *_ci(r["difference"], "{:+.4f}"),
+                             *_ci({"ci": r.get("ci_adjusted")}, "{:+.4f}"), r["test"],
                              _f(r["statistic"], "{:.3f}"), _f(r["df"], "{}"), _f(r["p"], "{:.4g}"),
                              _f(r["p_adjusted"], "{:.4g}"), "yes" if r["nonsymmetric"] else "no", r["seeds"]]
                             for r in obs["asymmetry"]])
@@ -186,8 +188,12 @@ def header_section(run: Run) -> List[str]:
               f"tasks: {html.escape(', '.join(run.tasks))}; architectures: {html.escape(', '.join(config.get('archs', [])))}; "
               f"seeds: {html.escape(', '.join(map(str, config.get('seeds', []))))}. Metrics are on the "
               f"{run.obs.get('split', 'test')} split at the epoch chosen by the validation metric; what to freeze is "
-              "chosen on the validation split. Intervals are 95% t intervals over seeds (sample standard deviation), "
-              "tests pair by seed, and Holm's correction keeps the false-positive rate of each table at 5%.</p>",
+              "chosen on the validation split. Intervals are 95% t intervals over seeds (sample standard deviation), for "
+              "these test sets (the test sets' own sampling is not in them), and tests pair by seed. What each "
+              "correction controls: Holm's correction keeps the family-wise false-positive rate at alpha across every "
+              "row of the asymmetry table, and within each curve across its l_c values (not across the curves table: "
+              "with many curves, a spurious loss somewhere in it is far likelier than alpha); what to freeze is a "
+              "fixed sequence per curve, which keeps the chance of advising a truly lossy l_c at alpha per curve.</p>",
               *data_lines(config, run.tasks)]
     return parts
 
@@ -208,7 +214,9 @@ def figures_section(run: Run) -> List[str]:
 
 def asymmetry_section(run: Run) -> List[str]:
     return ["<h2>Asymmetry</h2><p>A → B against B → A in normalised transferability, paired by seed; "
-            "p-values adjusted by Holm across every row.</p>", _table(*run.tables["asymmetry"])]
+            "p-values adjusted by Holm across every row; the adjusted interval is the Bonferroni-wide t interval "
+            "(confidence 1 - alpha / rows), the plain one is unadjusted. Over seeds, for these test sets: the test "
+            "sets' own sampling is not in any interval.</p>", _table(*run.tables["asymmetry"])]
 
 
 def factors_section(run: Run) -> List[str]:
