@@ -559,11 +559,13 @@ def summary(obs: Record) -> List[str]:
         verdict = {"tasks": "the tasks matter more than the architecture",
                    "architecture": "the architecture matters more than the tasks",
                    "inconclusive": "neither can be said to matter more (inconclusive)"}[f["verdict"]]
-        lines.append(f"Tasks against architectures: the spread (standard deviation of effects) of transferability across "
-                     f"ordered pairs is {_pct(f['tasks']['spread'])[1:]} and across architectures "
+        lines.append(f"Tasks against architectures: the spread (standard deviation of effects, divisor levels - 1, "
+                     f"seed noise subtracted) of transferability across ordered pairs is "
+                     f"{_pct(f['tasks']['spread'])[1:]} of the baseline's margin over chance and across architectures "
                      f"{_pct(f['architecture']['spread'])[1:]} (pair effect p = {_fmt_p(f['tasks']['p'])}, architecture "
-                     f"effect p = {_fmt_p(f['architecture']['p'])}); the difference of their variances has a 95% bootstrap "
-                     f"interval over seeds of [{iv[0]:.4f}, {iv[1]:.4f}]. In this run {verdict}.")
+                     f"effect p = {_fmt_p(f['architecture']['p'])}); the difference of their variances is "
+                     f"{1e4 * f['difference']:+.1f} (% of margin)², 95% bias-corrected bootstrap interval over seeds "
+                     f"[{1e4 * iv[0]:+.1f}, {1e4 * iv[1]:+.1f}]. In this run {verdict}." + _interaction_words(f))
     elif f.get("note"):
         lines.append(f"Tasks against architectures: not assessed ({f['note']}).")
     depths = [d for d in obs["transfer_depth"] if d["depth"] is not None]
@@ -612,6 +614,19 @@ def _asymmetry_lines(obs: Record) -> List[str]:
     else:
         line += "This run does not show nonsymmetry beyond seed noise."
     return [line]
+
+
+def _interaction_words(f: dict) -> str:
+    """The pair x architecture interaction, said when it matters: the architectures order the pairs
+    oppositely, or differently beyond seed noise."""
+    inter = f.get("interaction_test") or {}
+    if inter.get("p") is None:
+        return ""
+    words = f" Interaction (pair x architecture, F test over seeds, uncorrected for sphericity): p = {inter['p']:.3g}"
+    if inter.get("opposite"):
+        words += (f"; the architectures order the pairs oppositely (least rank correlation "
+                  f"{inter['least_rank_correlation']:+.2f}), so a verdict on either factor alone averages that away")
+    return words + "."
 
 
 def _fmt_p(p: Optional[float]) -> str:

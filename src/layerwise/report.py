@@ -227,7 +227,8 @@ def factors_section(run: Run) -> List[str]:
     return [f"<h2>Tasks against architectures</h2><p>Verdict: <b>{html.escape(f['verdict'])}</b>. Two-way "
             "decomposition of per-seed transferability (repeated measures, seeds as subjects). The variance of "
             "pair effects minus that of architecture effects is "
-            f"{f['difference']:+.5f} (95% bootstrap interval over seeds [{iv[0]:+.5f}, {iv[1]:+.5f}]). A factor "
+            f"{1e4 * f['difference']:+.1f} (% of margin)² (95% bias-corrected bootstrap interval over seeds "
+            f"[{1e4 * iv[0]:+.1f}, {1e4 * iv[1]:+.1f}]; spread: the square root of sum(effect²) / (levels - 1)). A factor "
             "is named only when its effect is significant at alpha / 2 and the interval excludes equality.</p>",
             _table(*factors_table(f))]
 
