@@ -138,3 +138,17 @@ def test_a_baseline_just_above_chance_is_normalised_by_the_floor_and_said_so():
     into_c = table[(table["target"] == "c") & (table["split"] == "test")]
     assert np.allclose(into_c["rel"], into_c["gain"] / analysis.SCALE_FLOOR)
     assert any("less than 5 points above chance" in n for n in notes)
+
+
+def test_the_factor_interval_keeps_each_tail_near_nominal_with_five_seeds():
+    """Equal pair and architecture variances: the interval lies wholly on either side of the truth in
+    about 2.5% of runs each (1,000 runs: +-0.5%). With 3 seeds the upper tail is still about 5.6%
+    (benchmarks/bench_verdicts.py); not yet fixed."""
+    pair, arch = np.array([-2, -1, 0, 0, 1, 2.0]), np.array([-1, 1.0])
+    rng = np.random.default_rng(45)
+    above = below = 0
+    for r in range(1000):
+        iv = stats.factors(pair[:, None, None] + arch[None, :, None] + rng.normal(size=(6, 2, 5)), resamples=300,
+                           seed=r)["interval"]
+        above, below = above + (iv[0] > 0), below + (iv[1] < 0)
+    assert above / 1000 <= 0.04 and below / 1000 <= 0.04
