@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from results_tables import simulate
 
-from layerwise import analysis, observations, stats
+from layerwise import analysis, freeze, observations, stats
 from layerwise.config import load_config
 from layerwise.errors import UserError
 from layerwise.report import analysis_settings
@@ -152,3 +152,23 @@ def test_the_factor_interval_keeps_each_tail_near_nominal_with_five_seeds():
                            seed=r)["interval"]
         above, below = above + (iv[0] > 0), below + (iv[1] < 0)
     assert above / 1000 <= 0.04 and below / 1000 <= 0.04
+
+
+def test_the_freeze_advice_says_what_it_rests_on_and_how_many_seeds_would_decide():
+    base = {"source": "a", "target": "b", "arch": "x", "num_layers": 6, "tolerance": 1.0, "alpha": 0.05, "seeds": 3,
+            "seeds_cap": 100, "test_value": None, "test_gain": None}
+    none = freeze.advice_sentence({**base, "frozen": -1, "stopped_at": 0, "seeds_needed": 8}, "accuracy")
+    assert "no l_c can be shown safe" in none and "about 8 seeds" in none and "l_c = 0" in none
+    some = freeze.advice_sentence({**base, "frozen": 2, "stopped_at": 3, "seeds_needed": None}, "accuracy")
+    assert "l_c = 2" in some and "shown to lose less than 1 point" in some and "even 100 seeds" in some
+    every = freeze.advice_sentence({**base, "frozen": 6, "stopped_at": None, "seeds_needed": None}, "accuracy")
+    assert "seeds" not in every.split("body layers")[1].replace("over seeds", "")
+
+
+def test_relatedness_ranks_only_when_its_test_rejects():
+    null = observations(simulate(np.random.default_rng(8), seeds=3), resamples=50)
+    planted = observations(simulate(np.random.default_rng(8), seeds=3, noise=0.3,
+                                    pair_effect={("a", "b"): 30.0, ("b", "a"): -30.0}), resamples=50)
+    assert planted.relatedness["related"] and planted.relatedness["p_value"] < 0.05
+    assert any("ranks first" in line for line in analysis.summary(planted))
+    assert not null.relatedness["related"] and not any("ranks first" in line for line in analysis.summary(null))
