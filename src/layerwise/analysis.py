@@ -22,6 +22,14 @@ Statistics (see `stats`): seeds are the independent units and every test pairs b
 standard deviations (ddof = 1) and t intervals; Holm's correction across the comparisons of one
 family (the asymmetry table; the `l_c` values of one curve). Model-selection decisions (what to
 freeze) use the validation split, and the test split is only reported.
+
+Meanings changed by issue #16 (keys kept): `what_to_freeze[].frozen` is the deepest l_c whose loss
+is *shown* within the tolerance (equivalence, fixed sequence from l_c = 0; `stats.safe_depth`), no
+longer the deepest not significantly worse, and `established` is true exactly when some l_c was
+shown safe; new keys say where the sequence stopped and how many seeds would decide it.
+`relatedness.stability` is split-half agreement (two disjoint halves of the seeds), so
+`kendall_tau_mean` is near 0 on noise, and `top_pair_frequency` / `first_merge_frequency` are the
+shares of splits in which both halves agree; `relatedness.p_value` tests whether pairs differ at all.
 """
 
 from __future__ import annotations
@@ -590,9 +598,30 @@ def summary(obs: Record) -> List[str]:
                      "significant loss" + ("." if not short else "; the shallowest: " + ", ".join(
                          f"{d['arch']} {d['source']} → {d['target']} at l_c = {d['depth']} of {d['num_layers']}"
                          for d in short[:3]) + "."))
+    lines += _freeze_lines(obs)
     for note in obs["notes"]:
         lines.append(f"Note: {note}.")
     return lines
+
+
+def _freeze_lines(obs: Record) -> List[str]:
+    """What to freeze, over all curves: how many have some l_c shown safe, and for the rest how many
+    seeds would decide."""
+    advice = obs.get("what_to_freeze") or []
+    if not advice:
+        return []
+    safe = [w for w in advice if w["frozen"] >= 0]
+    tolerance = advice[0]["tolerance"]
+    line = (f"What to freeze (equivalence: an l_c is advised only where its loss is shown to be less than "
+            f"{tolerance:g} point(s), tested in order from l_c = 0 on the validation split): {len(safe)} of "
+            f"{len(advice)} curves have some l_c shown safe")
+    stuck = [w for w in advice if w["frozen"] < 0]
+    if stuck:
+        needed = [w["seeds_needed"] for w in stuck if w.get("seeds_needed") is not None]
+        line += (f"; for the other {len(stuck)}, not even full fine-tuning is shown within the tolerance" +
+                 (f", and deciding l_c = 0 would take {min(needed)} to {max(needed)} seeds where the observed "
+                  "loss allows it at all" if needed else ", and no number of seeds up to 100 would show it"))
+    return [line + "."]
 
 
 def _asymmetry_lines(obs: Record) -> List[str]:
