@@ -22,6 +22,14 @@ Statistics (see `stats`): seeds are the independent units and every test pairs b
 standard deviations (ddof = 1) and t intervals; Holm's correction across the comparisons of one
 family (the asymmetry table; the `l_c` values of one curve). Model-selection decisions (what to
 freeze) use the validation split, and the test split is only reported.
+
+Meanings changed by issue #16 (keys kept): `what_to_freeze[].frozen` is the deepest l_c whose loss
+is *shown* within the tolerance (equivalence, fixed sequence from l_c = 0; `stats.safe_depth`), no
+longer the deepest not significantly worse, and `established` is true exactly when some l_c was
+shown safe; new keys say where the sequence stopped and how many seeds would decide it.
+`relatedness.stability` is split-half agreement (two disjoint halves of the seeds), so
+`kendall_tau_mean` is near 0 on noise, and `top_pair_frequency` / `first_merge_frequency` are the
+shares of splits in which both halves agree; `relatedness.p_value` tests whether pairs differ at all.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from . import stats
 from .errors import UserError
 from .results import RESULT_COLUMNS, metric_lower_is_better, plain, result_rows
 
+SCALE_FLOOR = 5.0  # metric points: the least margin over chance a normalised gain is divided by
 REQUIRED = ["arch", "source", "target", "seed", "frozen", "split", "metric", "value"]
 GROUP = ["arch", "source", "target"]
 
@@ -162,7 +171,15 @@ def _scales(df: pd.DataFrame, base: pd.DataFrame, notes: List[str]) -> pd.DataFr
     if missing:
         notes.append(f"no chance level for {', '.join(missing)}: its gains are normalised by the baseline's error "
                      "(the relative change in error) instead of the baseline's distance from chance")
-    scale["scale"] = np.where(scale["chance_error"].notna(), scale["chance_error"] - scale["error"], scale["error"])
+    margin = scale["chance_error"] - scale["error"]
+    floored = scale["chance_error"].notna() & (margin > 0) & (margin < SCALE_FLOOR)
+    if floored.any():
+        names = sorted(set(scale.loc[floored, "target"]))
+        notes.append(f"the baseline of {', '.join(names)} is less than {SCALE_FLOOR:g} points above chance: its gains are "
+                     f"divided by {SCALE_FLOOR:g} points instead, so that a small gain is not read as a multiple of a "
+                     "margin that is mostly noise")
+    margin = np.where(floored, SCALE_FLOOR, margin)
+    scale["scale"] = np.where(scale["chance_error"].notna(), margin, scale["error"])
     return scale[["arch", "target", "fold", "split", "scale"]]
 
 
@@ -292,11 +309,27 @@ def asymmetry(scores: pd.DataFrame, alpha: float, test: str) -> List[dict]:
                 rows.append({"arch": arch, "a": a, "b": b, "a_to_b": float(np.mean([ab[s] for s in seeds])),
                              "b_to_a": float(np.mean([ba[s] for s in seeds])), "difference": _interval(diffs),
                              "seeds": len(seeds), "test": test, "statistic": result.statistic, "df": result.df,
-                             "p": result.p, "note": result.note})
+                             "p": result.p, "note": result.note, "_diffs": diffs})
+    tested = sum(r["p"] is not None for r in rows)
     for row, adjusted in zip(rows, stats.holm([r["p"] for r in rows])):
         row["p_adjusted"] = adjusted
         row["nonsymmetric"] = adjusted is not None and adjusted < alpha
+        # Bonferroni-wide interval: adjusted for the table as the p-values are (it excludes 0 only where
+        # Holm also rejects); the plain interval in "difference" is unadjusted.
+        level = 1 - alpha / max(tested, 1)
+        wide = stats.mean_interval(list(row.pop("_diffs")), level)
+        row["ci_adjusted"] = None if wide.low is None else [wide.low, wide.high]
+        row["ci_adjusted_level"] = level
+        row["assessable"] = _can_reject(test, row["seeds"], tested, alpha)
     return rows
+
+
+def _can_reject(test: str, seeds: int, family: int, alpha: float) -> bool:
+    """Whether any comparison of the family could be called at all: the exact sign-flip test's
+    smallest p-value is 2 / 2^n, which Holm multiplies by the family's size at first."""
+    if seeds < 2:
+        return False
+    return test != "sign-flip" or family * 2.0 / 2 ** seeds < alpha
 
 
 def factor_table(scores: pd.DataFrame, notes: List[str]) -> np.ndarray:
@@ -318,10 +351,13 @@ def factor_table(scores: pd.DataFrame, notes: List[str]) -> np.ndarray:
     return y
 
 
-def relatedness(scores: pd.DataFrame, resamples: int, seed: int) -> Optional[dict]:
-    """Task relatedness from normalised transferability averaged over architectures: the matrix
-    with intervals, a hierarchical clustering of the tasks, and how stable the ranking of ordered
-    pairs (and the clustering's first merge) is when seeds are resampled."""
+def relatedness(scores: pd.DataFrame, resamples: int, seed: int, alpha: float = 0.05) -> Optional[dict]:
+    """Task relatedness from normalised transferability averaged over architectures: the matrix with
+    intervals; whether the ordered pairs differ at all (`p_value`: a repeated-measures F test over
+    pairs with seeds as subjects; `related`: it rejects at alpha); a hierarchical clustering and a
+    ranking, which mean something only when it rejects; and how well the ranking reproduces
+    (`stability`: split-half agreement, near 0 when the pairs do not differ). `resamples`: the
+    number of random splits of the seeds."""
 
     pooled = scores.groupby(["source", "target", "seed"], as_index=False)["score"].mean()
     if pooled.empty:
@@ -335,17 +371,34 @@ def relatedness(scores: pd.DataFrame, resamples: int, seed: int) -> Optional[dic
         matrix[tasks.index(source), tasks.index(target)] = i["mean"]
         entries.append({"source": source, "target": target, **i})
     wide = pooled.pivot(index="seed", columns=["source", "target"], values="score").dropna()
-    out = {"tasks": tasks, "matrix": matrix.tolist(), "pairs": entries, "linkage": None, "stability": None}
+    out = {"tasks": tasks, "matrix": matrix.tolist(), "pairs": entries, "linkage": None, "stability": None,
+           "test": None, "p_value": None, "related": False, "alpha": alpha}
     if len(tasks) >= 2:
         out["linkage"] = _cluster(matrix).tolist()
     order = sorted(pairs, key=lambda p: -matrix[tasks.index(p[0]), tasks.index(p[1])])
     out["ranking"] = [{"source": s, "target": t, "rank": r + 1} for r, (s, t) in enumerate(order)]
     if len(wide) >= 2 and len(pairs) >= 2:
+        test = stats.rm_oneway(wide.to_numpy(float).T)
+        out["test"] = {"method": "repeated-measures F over ordered pairs, seeds as subjects, Greenhouse-Geisser",
+                       "F": test["F"], "df": test["df"], "epsilon": test["epsilon"], "p": test["p"]}
+        out["p_value"] = test["p"]
+        out["related"] = test["p"] is not None and test["p"] < alpha
         out["stability"] = _stability(wide, order, resamples, seed)
-        ranks = out["stability"].pop("rank_intervals")
-        for entry in out["ranking"]:
-            entry["rank_interval"] = ranks[entry["source"], entry["target"]]
+        for entry, interval in zip(out["ranking"], _rank_intervals(wide, order, resamples, seed)):
+            entry["rank_interval"] = interval
     return out
+
+
+def _rank_intervals(wide: pd.DataFrame, order, resamples: int, seed: int) -> List[List[float]]:
+    """Each ranked pair's 95% percentile interval of its rank over resamples of the seeds (one pair at
+    a time, unadjusted); kept for readers of observations.json, not a measure of reproducibility."""
+    rng = np.random.default_rng(seed)
+    values = wide.to_numpy(float)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    ranks = (-means).argsort(axis=1).argsort(axis=1) + 1
+    low, high = np.percentile(ranks, [2.5, 97.5], axis=0)
+    columns = list(wide.columns)
+    return [[float(low[columns.index(p)]), float(high[columns.index(p)])] for p in order]
 
 
 def _symmetric_distance(matrix: np.ndarray) -> np.ndarray:
@@ -371,56 +424,53 @@ def _cluster(matrix: np.ndarray) -> np.ndarray:
     return hierarchy.linkage(squareform(_symmetric_distance(matrix), checks=False), method="average")
 
 
-def _stability(wide: pd.DataFrame, order, resamples: int, seed: int) -> dict:
-    """Resample seeds; recompute the ranking of ordered pairs (Kendall tau against the observed one,
-    how often the top pair stays on top, each pair's rank interval) and the clustering's first merge
-    (the two tasks most related both ways, which average linkage joins first)."""
+def _stability(wide: pd.DataFrame, order, splits: int, seed: int) -> dict:
+    """How well the ranking of ordered pairs, and the clustering's first merge (the two tasks most
+    related both ways, which average linkage joins first), reproduce: split the seeds into two
+    disjoint halves at random and compare the halves (`stats.split_half_agreement`), as an
+    independent repeat of the run with half the seeds would. Agreement of resamples with the run's
+    own ranking is not used: it is high even on pure noise."""
 
-    rng = np.random.default_rng(seed)
     values = wide.to_numpy(float)  # (seeds, pairs)
     columns = list(wide.columns)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)  # (resamples, pairs)
-    ranks = (-means).argsort(axis=1).argsort(axis=1) + 1
-    observed = np.array([order.index(c) for c in columns]) + 1
-    i, j = np.triu_indices(len(columns), 1)
-    taus = (np.sign(ranks[:, i] - ranks[:, j]) * np.sign(observed[i] - observed[j])).mean(axis=1)
+    ranking = stats.split_half_agreement(values, splits, seed)
     unordered = sorted({tuple(sorted(c)) for c in columns})
-    both = np.stack([means[:, [k for k, c in enumerate(columns) if tuple(sorted(c)) == u]].mean(axis=1)
-                     for u in unordered], axis=1)  # (resamples, unordered pairs)
-    observed_both = [values.mean(0)[[k for k, c in enumerate(columns) if tuple(sorted(c)) == u]].mean() for u in unordered]
-    first = int(np.argmax(observed_both))
-    low, high = np.percentile(ranks, [2.5, 97.5], axis=0)
-    return {"resamples": resamples, "kendall_tau_mean": float(taus.mean()),
-            "kendall_tau_interval": [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))],
-            "top_pair": list(order[0]), "top_pair_frequency": float(np.mean(ranks[:, columns.index(order[0])] == 1)),
-            "first_merge": list(unordered[first]), "first_merge_frequency": float(np.mean(both.argmax(axis=1) == first)),
-            "rank_intervals": {c: [float(low[k]), float(high[k])] for k, c in enumerate(columns)}}
+    both = np.stack([values[:, [k for k, c in enumerate(columns) if tuple(sorted(c)) == u]].mean(axis=1)
+                     for u in unordered], axis=1)  # (seeds, unordered pairs)
+    merge = stats.split_half_agreement(both, splits, seed)
+    return {"method": "split-half", "splits": splits, "resamples": splits, "half": ranking["half"],
+            "kendall_tau_mean": ranking["kendall_tau_mean"], "kendall_tau_interval": ranking["kendall_tau_interval"],
+            "top_pair": list(order[0]), "top_pair_frequency": ranking["top_agreement"],
+            "first_merge": list(unordered[int(np.argmax(both.mean(axis=0)))]),
+            "first_merge_frequency": merge["top_agreement"]}
 
 
-def what_to_freeze(table: pd.DataFrame, tolerance: float, confidence: float = 0.95) -> List[dict]:
-    """Per (arch, pair): the deepest `l_c` such that no `l_c` up to it loses, on the validation
-    split, significantly more than `tolerance` metric points against the baseline (the upper end of
-    the gain's interval stays above -tolerance; with one seed, the gain itself); the test split at
-    that `l_c` is reported, never used to choose. `established` says whether the whole interval
-    lies within the tolerance for every `l_c` up to the choice."""
+def what_to_freeze(table: pd.DataFrame, tolerance: float, alpha: float = 0.05) -> List[dict]:
+    """Per (arch, pair), by equivalence (`stats.safe_depth`): the deepest `l_c` whose loss against the
+    baseline, on the validation split, is shown to be within `tolerance` metric points (the lower end
+    of the one-sided (1 - alpha) interval of the gain above -tolerance), testing l_c = 0, 1, ... in
+    order and stopping at the first not shown safe; -1 when not even l_c = 0 is, with the seeds that
+    would be needed to decide. A loss that is merely not significant is not safe. The test split at
+    the chosen `l_c` is reported, never used to choose. `established` is kept for old readers: it is
+    true exactly when some l_c was shown safe."""
 
     split = "val" if (table["split"] == "val").any() else "test"
     out = []
     test = table[table["split"] == "test"]
     for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
-        chosen, established = -1, True
-        for frozen, at in curve.groupby("frozen"):
-            i = stats.mean_interval(at["gain"], confidence)
-            upper = i.mean if i.high is None else i.high
-            if upper < -tolerance:
-                break
-            chosen = int(frozen)
-            established = established and i.low is not None and i.low >= -tolerance
+        levels = sorted(curve["frozen"].unique())
+        rule = stats.safe_depth([curve.loc[curve["frozen"] == k, "gain"].to_numpy(float) for k in levels],
+                                tolerance, alpha)
+        chosen = int(levels[rule["frozen"]]) if rule["frozen"] >= 0 else -1
+        stopped = None if rule["stopped_at"] is None else int(levels[rule["stopped_at"]])
         at_test = test[(test["arch"] == arch) & (test["source"] == source) & (test["target"] == target)
                        & (test["frozen"] == chosen)]
         out.append({"arch": arch, "source": source, "target": target, "num_layers": int(curve["num_layers"].max()),
-                    "frozen": chosen, "chosen_on": split, "tolerance": tolerance,
-                    "established": bool(established and chosen >= 0),
+                    "frozen": chosen, "chosen_on": split, "tolerance": tolerance, "alpha": alpha,
+                    "rule": "equivalence, fixed sequence from l_c = 0", "established": chosen >= 0,
+                    "status": rule["status"], "stopped_at": stopped, "seeds_needed": rule["seeds_needed"],
+                    "seeds_cap": rule["seeds_cap"], "seeds": int(curve.groupby("frozen").size().min()),
+                    "lower_bounds": dict(zip((int(k) for k in levels), rule["lower"])),
                     "test_value": _interval(at_test["value"]) if len(at_test) else None,
                     "test_gain": _interval(at_test["gain"]) if len(at_test) else None})
     return out
@@ -473,8 +523,8 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     else:
         out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None,
                           "note": "one architecture: the tasks cannot be weighed against architectures"}
-    out["relatedness"] = relatedness(scores, min(resamples, 1000), seed)
-    out["what_to_freeze"] = what_to_freeze(table, tolerance)
+    out["relatedness"] = relatedness(scores, min(resamples, 1000), seed, alpha)
+    out["what_to_freeze"] = what_to_freeze(table, tolerance, alpha)
     if not (table["split"] == "val").any():
         notes.append("no validation rows: what to freeze was chosen on the test split")
     out["split"] = split
@@ -489,8 +539,8 @@ def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:+.1f}%"
 
 
-def _ci_pct(ci) -> str:
-    return "" if not ci else f", 95% CI {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%"
+def _ci_pct(ci, label: str = "") -> str:
+    return "" if not ci else f", 95% CI{label} {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%"
 
 
 def summary(obs: Record) -> List[str]:
@@ -504,41 +554,40 @@ def summary(obs: Record) -> List[str]:
     lines.append(f"Transferability (the mean gain against the baseline over the depth fraction l_c / L_H, as a share "
                  f"of what the baseline learned above chance; positive: fewer errors than training on the secondary "
                  f"task alone) ranges from "
-                 f"{_pct(worst['mean'])} ({worst['source']} → {worst['target']}{_ci_pct(worst['ci'])}) to "
-                 f"{_pct(best['mean'])} ({best['source']} → {best['target']}{_ci_pct(best['ci'])}), over {seeds} seed(s).")
+                 f"{_pct(worst['mean'])} ({worst['source']} → {worst['target']}{_ci_pct(worst['ci'], ' (unadjusted)')}) to "
+                 f"{_pct(best['mean'])} ({best['source']} → {best['target']}{_ci_pct(best['ci'], ' (unadjusted)')}), over "
+                 f"{seeds} seed(s), for these test sets (the intervals are over seeds; the extremes are picked from "
+                 "many pairs, so their unadjusted intervals overstate how sure the ends are).")
     rel = obs.get("relatedness") or {}
     stab = rel.get("stability")
-    if stab:
-        lines.append(f"Read as task relatedness, {best['source']} → {best['target']} ranks first in "
-                     f"{100 * stab['top_pair_frequency']:.0f}% of {stab['resamples']} resamples of the seeds; the ranking of "
-                     f"ordered pairs agrees with the observed one with a mean Kendall tau of {stab['kendall_tau_mean']:.2f}.")
-    rows = obs["asymmetry"]
-    if rows:
-        if seeds < 2:
-            lines.append("Nonsymmetry: with one seed there is no estimate of noise, so no difference between directions "
-                         "can be called nonsymmetric; run more seeds.")
+    if rel.get("p_value") is not None:
+        if rel.get("related"):
+            lines.append(f"Task relatedness: the ordered pairs differ in transferability (repeated-measures F test over "
+                         f"pairs, seeds as subjects, p = {rel['p_value']:.3g}); {best['source']} → {best['target']} ranks "
+                         "first" + (f", and two disjoint halves of the seeds rank the pairs alike with a mean Kendall tau "
+                                    f"of {stab['kendall_tau_mean']:.2f} (0: no agreement) and put the same pair first in "
+                                    f"{100 * stab['top_pair_frequency']:.0f}% of {stab['splits']} random splits"
+                                    if stab else "") + ".")
         else:
-            clear = [r for r in rows if r["nonsymmetric"]]
-            top = min(rows, key=lambda r: (r["p_adjusted"] is None, r["p_adjusted"] or 1.0, -abs(r["difference"]["mean"])))
-            d = top["difference"]
-            lines.append(f"Nonsymmetry: {len(clear)} of {len(rows)} comparisons of A → B with B → A differ after Holm's "
-                         f"correction ({top['test']} test over seeds, alpha {obs['settings']['alpha']}). The strongest: "
-                         f"{top['arch']}, {top['a']} → {top['b']} {_pct(top['a_to_b'])} against {top['b']} → {top['a']} "
-                         f"{_pct(top['b_to_a'])} (difference {_pct(d['mean'])}{_ci_pct(d['ci'])}), adjusted p = "
-                         + ("n/a" if top["p_adjusted"] is None else f"{top['p_adjusted']:.3g}") + ". "
-                         + ("Transferability is nonsymmetric here." if clear else
-                            "This run does not show nonsymmetry beyond seed noise."))
+            lines.append(f"Task relatedness: this run does not show that the ordered pairs differ in transferability "
+                         f"(repeated-measures F test over pairs, p = {rel['p_value']:.3g}), so no ranking or clustering "
+                         "of the tasks is asserted" + (f"; two halves of the seeds rank the pairs alike with a mean "
+                                                       f"Kendall tau of {stab['kendall_tau_mean']:.2f}" if stab else "")
+                         + ".")
+    lines += _asymmetry_lines(obs)
     f = obs.get("factors") or {}
     if f.get("tasks"):
         iv = f["interval"]
         verdict = {"tasks": "the tasks matter more than the architecture",
                    "architecture": "the architecture matters more than the tasks",
                    "inconclusive": "neither can be said to matter more (inconclusive)"}[f["verdict"]]
-        lines.append(f"Tasks against architectures: the spread (standard deviation of effects) of transferability across "
-                     f"ordered pairs is {_pct(f['tasks']['spread'])[1:]} and across architectures "
+        lines.append(f"Tasks against architectures: the spread (standard deviation of effects, divisor levels - 1, "
+                     f"seed noise subtracted) of transferability across ordered pairs is "
+                     f"{_pct(f['tasks']['spread'])[1:]} of the baseline's margin over chance and across architectures "
                      f"{_pct(f['architecture']['spread'])[1:]} (pair effect p = {_fmt_p(f['tasks']['p'])}, architecture "
-                     f"effect p = {_fmt_p(f['architecture']['p'])}); the difference of their variances has a 95% bootstrap "
-                     f"interval over seeds of [{iv[0]:.4f}, {iv[1]:.4f}]. In this run {verdict}.")
+                     f"effect p = {_fmt_p(f['architecture']['p'])}); the difference of their variances is "
+                     f"{1e4 * f['difference']:+.1f} (% of margin)², 95% bias-corrected bootstrap interval over seeds "
+                     f"[{1e4 * iv[0]:+.1f}, {1e4 * iv[1]:+.1f}]. In this run {verdict}." + _interaction_words(f))
     elif f.get("note"):
         lines.append(f"Tasks against architectures: not assessed ({f['note']}).")
     depths = [d for d in obs["transfer_depth"] if d["depth"] is not None]
@@ -549,9 +598,78 @@ def summary(obs: Record) -> List[str]:
                      "significant loss" + ("." if not short else "; the shallowest: " + ", ".join(
                          f"{d['arch']} {d['source']} → {d['target']} at l_c = {d['depth']} of {d['num_layers']}"
                          for d in short[:3]) + "."))
+    lines += _freeze_lines(obs)
     for note in obs["notes"]:
         lines.append(f"Note: {note}.")
     return lines
+
+
+def _freeze_lines(obs: Record) -> List[str]:
+    """What to freeze, over all curves: how many have some l_c shown safe, and for the rest how many
+    seeds would decide."""
+    advice = obs.get("what_to_freeze") or []
+    if not advice:
+        return []
+    safe = [w for w in advice if w["frozen"] >= 0]
+    tolerance = advice[0]["tolerance"]
+    line = (f"What to freeze (equivalence: an l_c is advised only where its loss is shown to be less than "
+            f"{tolerance:g} point(s), tested in order from l_c = 0 on the validation split): {len(safe)} of "
+            f"{len(advice)} curves have some l_c shown safe")
+    stuck = [w for w in advice if w["frozen"] < 0]
+    if stuck:
+        needed = [w["seeds_needed"] for w in stuck if w.get("seeds_needed") is not None]
+        line += (f"; for the other {len(stuck)}, not even full fine-tuning is shown within the tolerance" +
+                 (f", and deciding l_c = 0 would take {min(needed)} to {max(needed)} seeds where the observed "
+                  "loss allows it at all" if needed else ", and no number of seeds up to 100 would show it"))
+    return [line + "."]
+
+
+def _asymmetry_lines(obs: Record) -> List[str]:
+    """The nonsymmetry verdict, its interval adjusted as its p-value is, and claims about the
+    pooled architectures made only from the pooled rows."""
+    rows, seeds = obs["asymmetry"], obs["seeds"]
+    if not rows:
+        return []
+    if seeds < 2:
+        return ["Nonsymmetry: with one seed there is no estimate of noise, so no difference between directions "
+                "can be called nonsymmetric; run more seeds."]
+    alpha = obs["settings"]["alpha"]
+    if not any(r.get("assessable", True) for r in rows):
+        return [f"Nonsymmetry cannot be assessed with {seeds} seeds: the exact sign-flip test's smallest p-value, "
+                f"2 / 2^{seeds}, times the {len(rows)} comparisons of Holm's correction, is not below alpha "
+                f"{alpha:g}; use more seeds or test = \"t\"."]
+    clear = [r for r in rows if r["nonsymmetric"]]
+    top = min(rows, key=lambda r: (r["p_adjusted"] is None, r["p_adjusted"] or 1.0, -abs(r["difference"]["mean"])))
+    d = top["difference"]
+    ci = top.get("ci_adjusted")
+    level = f"{100 * top.get('ci_adjusted_level', 0.95):.4g}%"
+    interval = "" if not ci else f", {level} interval adjusted for the {len(rows)} comparisons {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%"
+    line = (f"Nonsymmetry: {len(clear)} of {len(rows)} comparisons of A → B with B → A differ after Holm's correction "
+            f"({top['test']} test over seeds, alpha {alpha:g}). The strongest: {top['arch']}, {top['a']} → {top['b']} "
+            f"{_pct(top['a_to_b'])} against {top['b']} → {top['a']} {_pct(top['b_to_a'])} (difference "
+            f"{_pct(d['mean'])}{interval}), adjusted p = " + _fmt_p(top["p_adjusted"]) + ". ")
+    pooled = [r for r in rows if r["arch"] == "all"]
+    if clear:
+        where = sorted({r["arch"] for r in clear})
+        line += ("Transferability is nonsymmetric here" + (" pooled over architectures" if "all" in where else
+                                                           f" for {', '.join(where)} (not shown pooled over architectures)"
+                                                           if pooled else "") + ".")
+    else:
+        line += "This run does not show nonsymmetry beyond seed noise."
+    return [line]
+
+
+def _interaction_words(f: dict) -> str:
+    """The pair x architecture interaction, said when it matters: the architectures order the pairs
+    oppositely, or differently beyond seed noise."""
+    inter = f.get("interaction_test") or {}
+    if inter.get("p") is None:
+        return ""
+    words = f" Interaction (pair x architecture, F test over seeds, uncorrected for sphericity): p = {inter['p']:.3g}"
+    if inter.get("opposite"):
+        words += (f"; the architectures order the pairs oppositely (least rank correlation "
+                  f"{inter['least_rank_correlation']:+.2f}), so a verdict on either factor alone averages that away")
+    return words + "."
 
 
 def _fmt_p(p: Optional[float]) -> str:

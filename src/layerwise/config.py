@@ -17,6 +17,7 @@ from .errors import UserError, unknown
 from .given import CallableBuilder, GivenPrimary, given_primary
 from .nets import ARCHS
 from .options import check_call_options, check_dataclass_options
+from .stats import TESTS
 from .tasks import TASKS, Task, make_task
 from .tasks.files import data_tasks
 from .train import TrainConfig
@@ -29,6 +30,23 @@ EXECUTORS = ("local", "ray")
 @dataclass
 class ReportConfig:
     panels: str = "pair"  # "pair": a panel per ordered pair, a line per arch; "pair-arch": a panel per both
+
+
+@dataclass
+class AnalysisConfig:
+    """How the report judges a run (`[analysis]`; `--set analysis.tolerance=2`): the false-positive
+    rate of every test, the paired test, and the loss in metric points that freezing may cost."""
+
+    alpha: float = 0.05
+    test: str = "t"  # "t" (paired t) or "sign-flip" (exact permutation; needs 6 seeds to reject at 0.05)
+    tolerance: float = 1.0
+
+    def __post_init__(self):
+        self.alpha, self.tolerance = float(self.alpha), float(self.tolerance)
+        if not 0 < self.alpha < 0.5 or not self.tolerance > 0 or self.test not in TESTS:
+            raise UserError(f"[analysis] needs 0 < alpha < 0.5, tolerance > 0 (metric points) and test one of "
+                            f"{', '.join(TESTS)}; got alpha = {self.alpha!r}, tolerance = {self.tolerance!r}, "
+                            f"test = {self.test!r}")
 
 
 @dataclass
@@ -65,6 +83,7 @@ class Config:
     data: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # [data.NAME]: tasks from files (tasks/files.py)
     arch_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     primary: Optional[GivenPrimary] = None  # a primary loaded, not trained (given.py)
     source: str = "<config>"  # where it came from, for messages
@@ -80,7 +99,7 @@ class Config:
     def to_dict(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                if f.name not in ("source", "custom_tasks", "custom_archs")}
-        for table in ("train", "report", "ray"):
+        for table in ("train", "report", "analysis", "ray"):
             out[table] = dataclasses.asdict(getattr(self, table))
         if self.primary is None:
             del out["primary"]
@@ -170,7 +189,8 @@ SETTINGS: Dict[str, Tuple[Any, Callable[[Any], bool], str, Optional[Callable[[An
     "threads": ("cores", lambda v: v in ("cores", "auto") or (type(v) is int and v >= 1),
                 '"cores", "auto" or a positive integer', None),
 }
-TABLES = {"ray": RayConfig, "train": TrainConfig, "report": ReportConfig}  # [NAME]: a settings dataclass
+# [NAME] tables: a settings dataclass each
+TABLES = {"ray": RayConfig, "train": TrainConfig, "report": ReportConfig, "analysis": AnalysisConfig}
 
 
 def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:

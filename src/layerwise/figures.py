@@ -181,7 +181,7 @@ def plot_dendrogram(related: dict, path: Path) -> None:
     stab = related.get("stability")
     title = "Task relatedness (average linkage)"
     if stab:
-        title += f"; first merge recurs in {100 * stab['first_merge_frequency']:.0f}% of seed resamples"
+        title += f"; both halves of the seeds merge first alike in {100 * stab['first_merge_frequency']:.0f}% of splits"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -69,22 +69,41 @@ def advice(out: Path, baseline: bool = True) -> List[str]:
     lines = []
     for w in obs["what_to_freeze"]:
         pair = f"{w['source']} → {w['target']} ({w['arch']}, L_H = {w['num_layers']})"
-        metric, tolerance = metrics.get((w["arch"], w["source"], w["target"]), "the metric"), w["tolerance"]
-        if w["frozen"] < 0:
-            lines.append(f"{pair}: freeze nothing: even fine-tuning every layer (l_c = 0) loses more than {tolerance:g} "
-                         f"points of {metric} against training from scratch, on the validation split")
-            continue
-        test = w.get("test_value") or {}
-        gain = w.get("test_gain") or {}
-        at_test = (f"; test {metric} there {test['mean']:.2f} ({gain['mean']:+.2f} points against the baseline)"
-                   if test.get("mean") is not None and gain.get("mean") is not None else "")
-        sure = ("established: every interval up to it stays within the tolerance" if w["established"] else
-                "not established: " + ("one seed gives no interval; run more seeds (--seeds)" if obs["seeds"] < 2
-                                       else "an interval reaches past the tolerance; more seeds narrow it"))
-        lines.append(f"{pair}: freeze the first {w['frozen']} of {w['num_layers']} body layers (l_c = {w['frozen']}): "
-                     f"up to it, no l_c loses significantly more than {tolerance:g} point{'' if tolerance == 1 else 's'} "
-                     f"of {metric} against training from scratch, on the validation split{at_test}; {sure}")
+        metric = metrics.get((w["arch"], w["source"], w["target"]), "the metric")
+        lines.append(f"{pair}: " + advice_sentence(w, metric))
     if not lines:
         lines.append("no advice: " + ("; ".join(obs["notes"]) or "no transfer finished"))
     (out / ADVICE_FILE).write_text("\n".join(lines) + "\n")
     return lines
+
+
+def _needed(w: dict) -> str:
+    """How many seeds would decide the l_c that stopped the advice, from the observed seed variance."""
+    if w.get("stopped_at") is None:
+        return ""
+    if w.get("seeds", 0) < 2:
+        return f"; one seed gives no interval: run at least 3 seeds (--seeds) to decide l_c = {w['stopped_at']}"
+    n = w.get("seeds_needed")
+    if n is None:
+        return (f"; l_c = {w['stopped_at']} is not shown safe, and with its observed mean and seed spread even "
+                f"{w.get('seeds_cap', 100)} seeds would not show it (its loss looks like the tolerance or more)")
+    return (f"; to decide l_c = {w['stopped_at']} you would need about {n} seeds (80% power, if its observed mean "
+            f"and seed spread are the truth; this run has {w['seeds']})")
+
+
+def advice_sentence(w: dict, metric: str) -> str:
+    """The advice for one curve, as strong as the equivalence rule allows and no stronger."""
+    tolerance = w["tolerance"]
+    points = f"{tolerance:g} point{'' if tolerance == 1 else 's'} of {metric}"
+    if w["frozen"] < 0:
+        return (f"no l_c can be shown safe (l_c = -1): not even fine-tuning every layer (l_c = 0) is shown to lose less than "
+                f"{points} against training from scratch, on the validation split{_needed(w)}")
+    test = w.get("test_value") or {}
+    gain = w.get("test_gain") or {}
+    at_test = (f"; test {metric} there {test['mean']:.2f} ({gain['mean']:+.2f} points against the baseline)"
+               if test.get("mean") is not None and gain.get("mean") is not None else "")
+    alpha = w.get("alpha", 0.05)
+    return (f"freeze the first {w['frozen']} of {w['num_layers']} body layers (l_c = {w['frozen']}): every l_c up to "
+            f"it is shown to lose less than {points} against training from scratch (one-sided {100 * (1 - alpha):g}% "
+            f"bound over seeds, tested in order from l_c = 0, on the validation split){at_test}"
+            + ("" if w.get("stopped_at") is None else _needed(w)))

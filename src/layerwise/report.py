@@ -69,18 +69,22 @@ def write_tables(out: Path, obs) -> dict:
                                  [[t["arch"], t["source"], t["target"], _f(t["mean"], "{:+.4f}"), *_ci(t, "{:+.4f}"),
                                    _f(t["sd"], "{:.4f}"), t["n"], _f(t["points"]["mean"]), *_ci(t["points"])]
                                   for t in obs["transferability"]])
-    tables["asymmetry"] = (["arch", "A", "B", "A → B", "B → A", "difference", "ci_low", "ci_high", "test", "statistic",
+    tables["asymmetry"] = (["arch", "A", "B", "A → B", "B → A", "difference", "ci_low (unadjusted)",
+                            "ci_high (unadjusted)", "ci_low (adjusted)", "ci_high (adjusted)", "test", "statistic",
                             "df", "p", "p_adjusted (Holm)", "nonsymmetric", "seeds"],
                            [[r["arch"], r["a"], r["b"], _f(r["a_to_b"], "{:+.4f}"), _f(r["b_to_a"], "{:+.4f}"),
-                             _f(r["difference"]["mean"], "{:+.4f}"), *_ci(r["difference"], "{:+.4f}"), r["test"],
+                             _f(r["difference"]["mean"], "{:+.4f}"), *_ci(r["difference"], "{:+.4f}"),
+                             *_ci({"ci": r.get("ci_adjusted")}, "{:+.4f}"), r["test"],
                              _f(r["statistic"], "{:.3f}"), _f(r["df"], "{}"), _f(r["p"], "{:.4g}"),
                              _f(r["p_adjusted"], "{:.4g}"), "yes" if r["nonsymmetric"] else "no", r["seeds"]]
                             for r in obs["asymmetry"]])
     depth = {(d["arch"], d["source"], d["target"]): d["depth"] for d in obs["transfer_depth"]}
     tables["freezable"] = (["arch", "primary", "secondary", "L_H", "freeze l_c", "chosen on", "established",
+                            "stopped at l_c", "seeds", "seeds needed there",
                             "test gain at that l_c", "test ci_low", "test ci_high", "transfer depth (test)"],
                            [[w["arch"], w["source"], w["target"], w["num_layers"], w["frozen"], w["chosen_on"],
-                             "yes" if w["established"] else "no", _f((w["test_gain"] or {}).get("mean")),
+                             "yes" if w["established"] else "no", _f(w.get("stopped_at"), "{}"), w.get("seeds", ""),
+                             _seeds_needed(w), _f((w["test_gain"] or {}).get("mean")),
                              *_ci(w["test_gain"]), _f(depth.get((w["arch"], w["source"], w["target"])), "{}")]
                             for w in obs["what_to_freeze"]])
     for name, (header, rows) in tables.items():
@@ -149,7 +153,7 @@ def draw_figures(run: Run) -> None:
                             "fewer errors than training on the secondary task alone; -50%: half of the baseline's "
                             "margin over chance lost), with the half-width of its 95% interval over seeds."))
     related = obs.get("relatedness")
-    if related and related.get("linkage") and len(related["tasks"]) >= 3:  # two tasks make no tree
+    if related and related.get("related") and related.get("linkage") and len(related["tasks"]) >= 3:  # two tasks make no tree
         figures.plot_dendrogram(related, out / "relatedness.png")
         run.figures.append(("relatedness.png", "Tasks clustered by relatedness: normalised transferability, both "
                             "directions averaged, average linkage."))
@@ -184,8 +188,12 @@ def header_section(run: Run) -> List[str]:
               f"tasks: {html.escape(', '.join(run.tasks))}; architectures: {html.escape(', '.join(config.get('archs', [])))}; "
               f"seeds: {html.escape(', '.join(map(str, config.get('seeds', []))))}. Metrics are on the "
               f"{run.obs.get('split', 'test')} split at the epoch chosen by the validation metric; what to freeze is "
-              "chosen on the validation split. Intervals are 95% t intervals over seeds (sample standard deviation), "
-              "tests pair by seed, and Holm's correction keeps the false-positive rate of each table at 5%.</p>",
+              "chosen on the validation split. Intervals are 95% t intervals over seeds (sample standard deviation), for "
+              "these test sets (the test sets' own sampling is not in them), and tests pair by seed. What each "
+              "correction controls: Holm's correction keeps the family-wise false-positive rate at alpha across every "
+              "row of the asymmetry table, and within each curve across its l_c values (not across the curves table: "
+              "with many curves, a spurious loss somewhere in it is far likelier than alpha); what to freeze is a "
+              "fixed sequence per curve, which keeps the chance of advising a truly lossy l_c at alpha per curve.</p>",
               *data_lines(config, run.tasks)]
     return parts
 
@@ -206,7 +214,9 @@ def figures_section(run: Run) -> List[str]:
 
 def asymmetry_section(run: Run) -> List[str]:
     return ["<h2>Asymmetry</h2><p>A → B against B → A in normalised transferability, paired by seed; "
-            "p-values adjusted by Holm across every row.</p>", _table(*run.tables["asymmetry"])]
+            "p-values adjusted by Holm across every row; the adjusted interval is the Bonferroni-wide t interval "
+            "(confidence 1 - alpha / rows), the plain one is unadjusted. Over seeds, for these test sets: the test "
+            "sets' own sampling is not in any interval.</p>", _table(*run.tables["asymmetry"])]
 
 
 def factors_section(run: Run) -> List[str]:
@@ -217,7 +227,8 @@ def factors_section(run: Run) -> List[str]:
     return [f"<h2>Tasks against architectures</h2><p>Verdict: <b>{html.escape(f['verdict'])}</b>. Two-way "
             "decomposition of per-seed transferability (repeated measures, seeds as subjects). The variance of "
             "pair effects minus that of architecture effects is "
-            f"{f['difference']:+.5f} (95% bootstrap interval over seeds [{iv[0]:+.5f}, {iv[1]:+.5f}]). A factor "
+            f"{1e4 * f['difference']:+.1f} (% of margin)² (95% bias-corrected bootstrap interval over seeds "
+            f"[{1e4 * iv[0]:+.1f}, {1e4 * iv[1]:+.1f}]; spread: the square root of sum(effect²) / (levels - 1)). A factor "
             "is named only when its effect is significant at alpha / 2 and the interval excludes equality.</p>",
             _table(*factors_table(f))]
 
@@ -227,21 +238,42 @@ def relatedness_section(run: Run) -> List[str]:
     if not related or not related.get("ranking"):
         return []
     stab = related.get("stability") or {}
-    return ["<h2>Relatedness</h2><p>Ordered pairs ranked by normalised transferability averaged over "
-            "architectures" + (f"; rank intervals from {stab['resamples']} resamples of the seeds, mean Kendall "
-                               f"tau with the observed ranking {stab['kendall_tau_mean']:.2f}" if stab else "")
-            + ".</p>",
-            _table(["rank", "primary", "secondary", "rank interval"],
-                   [[e["rank"], e["source"], e["target"], "" if "rank_interval" not in e else
-                     f"{e['rank_interval'][0]:g} to {e['rank_interval'][1]:g}"] for e in related["ranking"]])]
+    test = related.get("test") or {}
+    agreement = (f" Reproducibility: two disjoint halves of the seeds rank the pairs alike with a mean Kendall tau of "
+                 f"{stab['kendall_tau_mean']:.2f} over {stab['splits']} random splits (0: no agreement)." if stab else "")
+    if test.get("p") is None:
+        head = "Whether the pairs differ cannot be tested (one seed or one pair)."
+    else:
+        head = (f"Do the ordered pairs differ in transferability at all? {html.escape(test['method'])}: "
+                f"F = {test['F']:.3g}, p = {test['p']:.3g}.")
+    if not related.get("related"):
+        return [f"<h2>Relatedness</h2><p>{head} Not shown at alpha {related.get('alpha', 0.05):g}, so no ranking or "
+                f"clustering of the tasks is given.{agreement}</p>"]
+    return [f"<h2>Relatedness</h2><p>{head} Ordered pairs ranked by normalised transferability averaged over "
+            f"architectures.{agreement}</p>",
+            _table(["rank", "primary", "secondary"], [[e["rank"], e["source"], e["target"]] for e in related["ranking"]])]
+
+
+def _seeds_needed(w: dict) -> str:
+    """The freezable table's 'seeds needed' cell: blank when nothing stopped the advice."""
+    if w.get("stopped_at") is None or w.get("seeds", 0) < 2:
+        return ""
+    return str(w["seeds_needed"]) if w.get("seeds_needed") is not None else f"more than {w.get('seeds_cap', 100)}"
 
 
 def freeze_section(run: Run) -> List[str]:
-    return ["<h2>What to freeze</h2><p>The deepest l_c such that no l_c up to it loses, on the validation split, "
-            f"significantly more than {run.obs['settings']['tolerance']:g} metric point(s) against the baseline (the "
-            "upper end of the 95% interval stays above the tolerance); established: the whole interval lies within "
-            "it. The test gain at that l_c is reported, never used to choose. Transfer depth: the deepest l_c without a "
-            "significant loss on the test split (Holm across l_c); -1: even full fine-tuning loses.</p>",
+    settings = run.obs["settings"]
+    alpha = settings.get("alpha", 0.05)
+    return ["<h2>What to freeze</h2><p>By equivalence, not absence of evidence: an l_c is safe only when its loss "
+            f"against the baseline, on the validation split, is shown to be less than {settings['tolerance']:g} metric "
+            f"point(s) (the lower end of the one-sided {100 * (1 - alpha):g}% t bound of the gain over seeds lies above "
+            "-tolerance). The l_c are tested in order from 0 and testing stops at the first not shown safe (a fixed "
+            f"sequence, which keeps the chance of calling any truly lossy l_c safe at {alpha:g} without adjustment); "
+            "the advice is the deepest safe l_c, -1 when not even l_c = 0 is shown safe. Seeds needed: how many seeds "
+            "would show the l_c that stopped the sequence safe with 80% power, if its observed mean and seed spread "
+            "were the truth. The test gain at the chosen l_c is reported, never used to choose. Transfer depth: the "
+            "deepest l_c without a significant loss on the test split (Holm across l_c); -1: even full fine-tuning "
+            "loses.</p>",
             _table(*run.tables["freezable"])]
 
 
@@ -316,7 +348,8 @@ def estimated_freeze(run: Run, estimates, real) -> List[str]:
     chosen = {}
     if real is not None and not real.empty:
         chosen = {(w["arch"], w["source"], w["target"]): w["frozen"]
-                  for w in analysis.what_to_freeze(analysis.per_seed(run.done), 1.0)}
+                  for w in analysis.what_to_freeze(analysis.per_seed(run.done),
+                                                   run.obs["settings"]["tolerance"], run.obs["settings"]["alpha"])}
     advice["real"] = [chosen.get(k) for k in zip(advice["arch"], advice["source"], advice["target"])]
     header = ["arch", "primary", "secondary", "score", "freeze l_c (estimate)", "freeze l_c (sweep, validation)"]
     rows = [[r["arch"], r["source"], r["target"], r["score"], r["frozen"],
@@ -375,11 +408,18 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-heig
          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")
 
 
+def analysis_settings(config: dict) -> dict:
+    """alpha, test and tolerance from the run's config ([analysis]; a config.json written before that
+    table existed gets the defaults)."""
+    table = config.get("analysis") or {}
+    return {key: table[key] for key in ("alpha", "test", "tolerance") if table.get(key) is not None}
+
+
 def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     """Write the figures, the CSV tables, observations.json and report.html into `out`; return the
     report's path. `planned` is the number of jobs the run planned (0: all of `records`)."""
     run = Run(Path(out), config, list(records), planned)
-    run.obs = analysis.observations(run.done)
+    run.obs = analysis.observations(run.done, **analysis_settings(config))
     (run.out / "observations.json").write_text(json.dumps(run.obs, indent=1) + "\n")
     run.tables = write_tables(run.out, run.obs)
     draw_figures(run)

@@ -12,10 +12,20 @@ resamples whole seeds.
   p < 0.05, since its smallest p-value is 2 / 2^n).
 - `holm`: Holm's step-down adjustment, which keeps the family-wise error rate across the
   comparisons one report makes.
+- `safe_depth`: what to freeze, by equivalence: the deepest `l_c` whose loss is shown within the
+  tolerance (a one-sided t bound), tested from `l_c = 0` upward as a fixed sequence, with the seeds
+  a one-sided paired t equivalence test would need where the evidence stops short.
+- `rm_oneway`: do the levels of one factor (ordered pairs) differ at all? A repeated-measures F test
+  with seeds as subjects, Greenhouse-Geisser corrected.
+- `split_half_agreement`: how well a ranking reproduces: Kendall tau between the rankings of two
+  disjoint halves of the seeds (near 0 when there is nothing to rank), not agreement of resamples
+  with the run's own ranking (which is high on pure noise).
 - `factors`: a two-way decomposition of per-seed scores into a pair effect, an architecture effect,
   their interaction and the seed residual, tested as a repeated-measures design with seeds as
   subjects (Greenhouse-Geisser corrected), with a bootstrap interval over seeds for the difference
-  between the two effects.
+  between the two effects (bias-corrected: resampling few seeds inflates it), and a test of their
+  interaction (do the architectures order the pairs differently?). A factor's "spread" is the
+  square root of sum(effect^2) / (levels - 1), seed noise subtracted.
 """
 
 from __future__ import annotations
@@ -169,6 +179,33 @@ def _rm_effect(y: np.ndarray, axis: int) -> dict:
     return out
 
 
+def _interaction(y: np.ndarray) -> dict:
+    """Do the architectures order the pairs differently? F = MS_pair x arch / MS_pair x arch x seed
+    (uncorrected for sphericity), and the least rank correlation between two architectures' orderings
+    of the pairs (negative: some architectures order the pairs oppositely)."""
+    from scipy import stats as sps
+
+    p, a, s = y.shape
+    cell = y.mean(axis=2)
+    inter = cell - cell.mean(1, keepdims=True) - cell.mean(0, keepdims=True) + cell.mean()
+    # the residual of the three-way model, the pair x arch x seed interaction (its error term)
+    e = (y - y.mean(2, keepdims=True) - y.mean(1, keepdims=True) - y.mean(0, keepdims=True)
+         + y.mean((1, 2), keepdims=True) + y.mean((0, 2), keepdims=True) + y.mean((0, 1), keepdims=True) - y.mean())
+    df1, df2 = (p - 1) * (a - 1), (p - 1) * (a - 1) * (s - 1)
+    ms, ms_error = s * (inter ** 2).sum() / df1, (e ** 2).sum() / df2
+    out = {"F": None, "df": [df1, df2], "p": None, "least_rank_correlation": None, "opposite": False}
+    if ms_error > 0:
+        f = float(ms / ms_error)
+        out.update(F=f, p=float(sps.f.sf(f, df1, df2)))
+    if p >= 3:
+        rho = [sps.spearmanr(cell[:, i], cell[:, j])[0] for i in range(a) for j in range(i + 1, a)]
+        rho = [r for r in rho if np.isfinite(r)]
+        if rho:
+            out["least_rank_correlation"] = float(min(rho))
+            out["opposite"] = bool(min(rho) < 0)
+    return out
+
+
 def factors(y: np.ndarray, alpha: float = 0.05, resamples: int = 2000, confidence: float = 0.95,
             seed: int = 0) -> dict:
     """Do the tasks (ordered pairs) or the architectures shape transferability more?
@@ -212,7 +249,14 @@ def factors(y: np.ndarray, alpha: float = 0.05, resamples: int = 2000, confidenc
     difference = float(_effect_difference(y))
     widen = np.sqrt(s / (s - 1)) * sps.t.ppf(1 - tail / 100, s - 1) / sps.norm.ppf(1 - tail / 100)
     low, high = difference - widen * (difference - q_low), difference + widen * (q_high - difference)
-    out.update(difference=difference, interval=[float(low), float(high)])
+    # Resampling 3-5 seeds with replacement repeats seeds, which shrinks the seed noise subtracted from
+    # each variance and so biases the bootstrapped difference; subtract that bias from both ends.
+    bias = float(boot.mean()) - difference
+    low, high = low - bias, high - bias
+    out.update(difference=difference, interval=[float(low), float(high)], bias_correction=bias,
+               interval_method="seed bootstrap, percentile widened to Student's t, bias-corrected",
+               spread_divisor="levels - 1: spread = sqrt(sum(effect^2) / (levels - 1)), seed noise subtracted",
+               interaction_test=_interaction(y))
     gate = alpha / 2
     if tasks["p"] is not None and tasks["p"] < gate and low > 0:
         out["verdict"] = "tasks"
@@ -221,3 +265,107 @@ def factors(y: np.ndarray, alpha: float = 0.05, resamples: int = 2000, confidenc
     elif tasks["p"] is None and arch["p"] is None:
         out["note"] = "no variation over seeds: significance cannot be assessed"
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# What to freeze: equivalence, tested as a fixed sequence
+
+SEEDS_CAP = 100  # beyond this many seeds, "more than" is all the power calculation says
+POWER = 0.8
+
+
+def lower_bounds(gains: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """The lower end of the one-sided (1 - alpha) t bound of the mean gain, over the last axis (seeds;
+    NaN: missing), vectorised over the leading axes; NaN where fewer than two seeds give no bound."""
+    from scipy import stats as sps
+
+    g = np.asarray(gains, dtype=float)
+    n = np.isfinite(g).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(np.where(n[..., None] > 0, g, 0.0), axis=-1)
+        sd = np.sqrt(np.nansum((g - mean[..., None]) ** 2, axis=-1) / (n - 1))
+        q = sps.t.ppf(1 - alpha, np.maximum(n - 1, 1))
+        return np.where(n >= 2, mean - q * sd / np.sqrt(n), np.nan)
+
+
+def deepest_safe(lower: np.ndarray, tolerance: float) -> np.ndarray:
+    """Fixed-sequence testing along the last axis (l_c = 0, 1, ...): the last level before the first
+    one not shown within the tolerance (-1: not even l_c = 0). Each level is tested at the full alpha
+    and only if every shallower one passed, so the chance of calling any truly lossy level safe stays
+    at alpha without adjustment."""
+    safe = np.asarray(lower) > -tolerance  # NaN (no bound) is never safe
+    passed = np.cumprod(safe, axis=-1)
+    return passed.sum(axis=-1) - 1
+
+
+def seeds_needed(mean: float, sd: float, tolerance: float, alpha: float = 0.05, power: float = POWER,
+                 cap: int = SEEDS_CAP) -> Optional[int]:
+    """The smallest number of seeds with which the one-sided paired t test of "loss within the
+    tolerance" (mean gain > -tolerance) would succeed with probability `power`, if the true mean gain
+    and seed sd were the observed ones. None when no number up to `cap` does (the observed loss is at
+    or beyond the tolerance, or too close to it): "more than cap"."""
+    from scipy import stats as sps
+
+    if not np.isfinite(mean) or not np.isfinite(sd) or mean + tolerance <= 0:
+        return None
+    if sd <= 0:
+        return 2
+    n = np.arange(2, cap + 1)
+    reach = sps.nct.sf(sps.t.ppf(1 - alpha, n - 1), n - 1, (mean + tolerance) / (sd / np.sqrt(n)))
+    hits = np.flatnonzero(reach >= power)
+    return int(n[hits[0]]) if len(hits) else None
+
+
+def safe_depth(gains_by_level: Sequence[Sequence[float]], tolerance: float, alpha: float = 0.05) -> dict:
+    """What to freeze, by equivalence: `gains_by_level[l_c]` holds the per-seed gains (baseline error
+    minus transfer error, in metric points) at l_c = 0, 1, .... An l_c is safe only when the lower end
+    of the one-sided (1 - alpha) interval of its gain lies above -tolerance (its loss is shown within
+    the tolerance); levels are tested from l_c = 0 upward and testing stops at the first that is not
+    shown safe. Returns the deepest safe l_c (`frozen`, -1 when none), the per-level bounds, and, for
+    the level that stopped the sequence, how many seeds would be needed to show it safe (None: more
+    than SEEDS_CAP, or unknown with one seed)."""
+    levels = [np.asarray(g, dtype=float) for g in gains_by_level]
+    width = max((len(g) for g in levels), default=0)
+    table = np.full((len(levels), max(width, 1)), np.nan)
+    for i, g in enumerate(levels):
+        table[i, :len(g)] = g
+    lower = lower_bounds(table, alpha) if width else np.full(len(levels), np.nan)
+    frozen = int(deepest_safe(lower, tolerance)) if len(levels) else -1
+    out = {"frozen": frozen, "tolerance": tolerance, "alpha": alpha, "lower": [None if np.isnan(v) else float(v) for v in lower],
+           "stopped_at": None, "seeds_needed": None, "seeds_cap": SEEDS_CAP, "status": "safe to the last l_c"}
+    if frozen + 1 < len(levels):
+        stop = levels[frozen + 1]
+        out["stopped_at"] = frozen + 1
+        if len(stop) >= 2:
+            out["seeds_needed"] = seeds_needed(float(stop.mean()), float(stop.std(ddof=1)), tolerance, alpha)
+        out["status"] = ("one seed: no interval, so nothing can be shown safe" if len(stop) < 2 else
+                         "no l_c shown safe" if frozen < 0 else "safe up to frozen")
+    return out
+
+
+def rm_oneway(m: np.ndarray) -> dict:
+    """Do the rows of m[level, seed] differ at all? Repeated-measures one-way F test with seeds as
+    subjects (seed effects shared by a seed's jobs drop out), Greenhouse-Geisser corrected for
+    correlated levels (transfers into one task share its baseline)."""
+    m = np.asarray(m, dtype=float)
+    return _rm_effect(m[:, None, :], -3)
+
+
+def split_half_agreement(values: np.ndarray, splits: int = 200, seed: int = 0) -> dict:
+    """Reproducibility of a ranking of the columns of values[seed, item] (higher first): split the
+    seeds at random into two disjoint halves, rank the items by each half's mean, and take Kendall
+    tau between the two rankings and whether both put the same item first, averaged over splits. An
+    independent repeat of the run is what this imitates (with half the seeds), so it is near 0 when
+    the items do not differ."""
+    values = np.asarray(values, dtype=float)
+    s = len(values)
+    half = s // 2
+    rng = np.random.default_rng(seed)
+    order = np.argsort(rng.random((splits, s)), axis=1)
+    a = values[order[:, :half]].mean(axis=1)  # (splits, items)
+    b = values[order[:, half:2 * half]].mean(axis=1)
+    i, j = np.triu_indices(values.shape[1], 1)
+    taus = (np.sign(a[:, i] - a[:, j]) * np.sign(b[:, i] - b[:, j])).mean(axis=1)  # Kendall tau-a
+    return {"method": "split-half", "splits": splits, "half": half, "kendall_tau_mean": float(taus.mean()),
+            "kendall_tau_interval": [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))],
+            "top_agreement": float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))}
