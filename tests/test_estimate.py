@@ -300,3 +300,26 @@ def test_estimate_sets_a_damaged_primary_aside_trains_it_again_and_finishes(tmp_
     assert checkpoint.exists() and (out / "jobs" / f"{primary['key']}.json").exists()  # trained again
     rows = list(csv.DictReader(open(out / "estimates.csv")))
     assert len(rows) == 24 and {r["source"] for r in rows} == {"digits", "printed-digits"}
+
+
+def test_the_probe_predicts_the_majority_class_from_features_that_say_nothing():
+    rng = np.random.default_rng(0)
+    y, val_y = (rng.random(600) < 0.1).astype(int), (rng.random(400) < 0.1).astype(int)
+    f, v = rng.normal(size=(600, 20)), rng.normal(size=(400, 20))
+    assert scores.linear_probe(f, y, v, val_y) == pytest.approx(100 * np.mean(val_y == 0))  # 90%, not 51%
+    f[:, 0] += 3 * y  # one informative feature: the probe now beats the majority
+    v[:, 0] += 3 * val_y
+    assert scores.linear_probe(f, y, v, val_y) > 100 * np.mean(val_y == 0) + 2
+
+
+def test_the_probe_chooses_a_heavy_ridge_for_noise_and_a_light_one_for_signal():
+    def chosen(f, y):
+        x = (f - f.mean(0)) / f.std(0)
+        targets = np.eye(3)[y] - np.eye(3)[y].mean(0)
+        u, s, _ = np.linalg.svd(x, full_matrices=False)
+        return scores.probe_ridge(s, u.T @ targets, targets)
+
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    assert chosen(rng.normal(size=(90, 30)), y) == max(scores.RIDGES)
+    assert chosen(blobs(seed=1, n=90, d=5, spread=0.3)[0], y) < 1.0

@@ -331,7 +331,8 @@ def estimates_section(run: Run) -> List[str]:
              "<p>Estimated transferability of each l_c from forward passes only: the primary's first l_c layers "
              f"applied to the secondary task's examples (at most {TRAIN_CAP} training and {VAL_CAP} validation "
              f"examples, features wider than {MAX_DIMS} reduced by a seeded random projection), scored by a linear "
-             "probe (ridge, validation accuracy), LogME and H-score (on the training examples) and a "
+             "probe (ridge regression with an intercept, its ridge chosen on the training examples by generalised "
+             "cross-validation; validation accuracy), LogME and H-score (on the training examples) and a "
              "5-nearest-neighbour vote (validation accuracy). These are <b>estimates</b>: nothing was fine-tuned to "
              "make them; the figures above are the real sweep.</p>",
              f'<figure><img src="estimates.png" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'

@@ -5,7 +5,8 @@ training and validation examples (l_c = 0: the raw inputs), flattens the outputs
 here, with numpy alone:
 
 - `probe`: accuracy (%) on validation of a ridge-regression classifier (one-vs-rest least squares
-  on one-hot targets, closed form, so deterministic) fitted on the standardised training features;
+  on one-hot targets with an intercept, closed form, so deterministic) fitted on the standardised
+  training features, its ridge chosen on the training split by generalised cross-validation;
 - `logme`: LogME (You et al., ICML 2021): per class, the log evidence of a Bayesian linear model
   of the one-hot target, maximised over its prior and noise precisions (alpha, beta) by the
   paper's fixed-point updates through the features' singular values (from the smaller Gram
@@ -33,7 +34,7 @@ import torch
 
 MAX_DIMS = 512
 KNN_K = 5
-RIDGE = 1.0  # the probe's penalty per training example, on standardised features
+RIDGES = tuple(10.0 ** k for k in range(-4, 3))  # the probe's penalties per training example, chosen on train
 SHRINKAGE = 1e-3  # the H-score covariance's weight on its mean variance
 SCORES = ("probe", "logme", "hscore", "knn")
 PRECISION = (1e-10, 1e10)  # the range LogME's alpha and beta are kept in
@@ -77,21 +78,37 @@ def _one_hot(y: np.ndarray):
 # Scores
 
 
-def linear_probe(train_f, train_y, val_f, val_y, ridge: float = RIDGE) -> float:
-    """Validation accuracy (%) of one-vs-rest ridge regression on one-hot targets: W minimises
-    ||X W - (Y - mean Y)||^2 + ridge * n * ||W||^2 on standardised X; a class is the argmax of
-    X W. Solved in the smaller of the primal (features) and dual (examples) forms."""
+def linear_probe(train_f, train_y, val_f, val_y, ridges=RIDGES) -> float:
+    """Validation accuracy (%) of one-vs-rest ridge regression on one-hot targets, with an
+    intercept: on standardised X, W minimises ||X W - (Y - mean Y)||^2 + ridge * n * ||W||^2 and
+    a class is the argmax of X W + mean Y, so features that say nothing predict the majority class.
+    The ridge is chosen on the training split alone (`probe_ridge`)."""
     x, v = _standardise(np.asarray(train_f, float), np.asarray(val_f, float))
     targets, classes = _one_hot(np.asarray(train_y))
-    targets = targets - targets.mean(axis=0)
-    n, d = x.shape
-    penalty = ridge * n
-    if d <= n:
-        w = np.linalg.solve(x.T @ x + penalty * np.eye(d), x.T @ targets)
-    else:
-        w = x.T @ np.linalg.solve(x @ x.T + penalty * np.eye(n), targets)
-    predicted = classes[np.argmax(v @ w, axis=1)]
+    mean = targets.mean(axis=0)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    projected = u.T @ (targets - mean)
+    ridge = probe_ridge(s, projected, targets - mean, ridges)
+    w = vt.T @ ((s / (s ** 2 + ridge * len(x)))[:, None] * projected)
+    predicted = classes[np.argmax(v @ w + mean, axis=1)]
     return float(100.0 * np.mean(predicted == np.asarray(val_y)))
+
+
+def probe_ridge(s: np.ndarray, projected: np.ndarray, centred: np.ndarray, ridges=RIDGES) -> float:
+    """The probe's ridge (per training example) with the least generalised cross-validation error
+    (Golub, Heath and Wahba 1979: the leave-one-out squared error of the fit, in closed form) on
+    the training split, from the singular values `s` of the standardised features X = U S V', the
+    centred targets and their coordinates U' Y; among equal errors, the heavier ridge."""
+    n = len(centred)
+    outside = float((centred ** 2).sum() - (projected ** 2).sum())  # what no feature can fit
+    best = None
+    for ridge in sorted(ridges, reverse=True):
+        shrink = s ** 2 / (s ** 2 + ridge * n)
+        residual = outside + float((((1 - shrink)[:, None] * projected) ** 2).sum())
+        error = n * residual / max(n - 1 - shrink.sum(), 1e-9) ** 2  # the intercept is one more parameter
+        if best is None or error < best[0] - 1e-12 * abs(best[0]):
+            best = (error, ridge)
+    return best[1]
 
 
 def logme_class(sigma: np.ndarray, z2: np.ndarray, rest: float, n: int, d: int, iterations: int = 100,
