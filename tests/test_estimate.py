@@ -106,7 +106,8 @@ def test_logme_is_invariant_to_scaling_every_feature_by_one_factor_but_not_each_
     """Scaling F by c is absorbed by alpha (the prior precision), so the maximised evidence is the
     same; the paper's claim does not extend to per-feature scales, and neither does the maths."""
     f, y = blobs()
-    assert scores.logme(7.5 * f, y) == pytest.approx(scores.logme(f, y), rel=1e-6)
+    for factor in (7.5, 1e4, 1e-4):  # far scales too: the alpha and beta clamp must not show
+        assert scores.logme(factor * f, y) == pytest.approx(scores.logme(f, y), rel=1e-6)
     scales = np.array([0.01, 1.0, 30.0, 1.0, 1.0])
     assert scores.logme(f * scales, y) != pytest.approx(scores.logme(f, y), rel=1e-3)
 
@@ -118,6 +119,15 @@ def test_probe_knn_and_hscore_are_invariant_to_feature_scaling():
     assert scores.linear_probe(f * scales, y, v * scales, vy) == scores.linear_probe(f, y, v, vy)
     assert scores.knn_accuracy(f * scales, y, v * scales, vy) == scores.knn_accuracy(f, y, v, vy)
     assert scores.hscore(f * scales, y, shrinkage=0.0) == pytest.approx(scores.hscore(f, y, shrinkage=0.0))
+    assert scores.hscore(f * scales, y) == pytest.approx(scores.hscore(f, y))  # with its shrinkage too
+
+
+def test_each_sweep_seed_gets_its_own_random_projection():
+    import torch
+
+    x = torch.randn(10, 600)
+    assert not np.allclose(scores.flat_features(x, seed=0), scores.flat_features(x, seed=1))
+    assert np.array_equal(scores.flat_features(x, seed=1), scores.flat_features(x, seed=1))
 
 
 @pytest.mark.parametrize("score", scores.SCORES)
@@ -151,8 +161,8 @@ def synthetic(real_by_pair, estimate_by_pair, seeds=(0, 1)):
     """Tables shaped as real_curves() and estimate_sweep() give them, for one architecture."""
     import pandas as pd
 
-    real = pd.DataFrame([{"arch": "a", "source": s, "target": t, "frozen": k, "fraction": k / 3, "rel": v}
-                         for (s, t), curve in real_by_pair.items() for k, v in enumerate(curve)])
+    real = pd.DataFrame([{"arch": "a", "source": s, "target": t, "seed": seed, "frozen": k, "fraction": k / 3, "rel": v}
+                         for (s, t), curve in real_by_pair.items() for seed in seeds for k, v in enumerate(curve)])
     est = pd.DataFrame([{"arch": "a", "source": s, "target": t, "seed": seed, "frozen": k, "fraction": k / 3,
                          "score": "probe", "value": v + 0.01 * seed}
                         for (s, t), curve in estimate_by_pair.items() for seed in seeds for k, v in enumerate(curve)])
@@ -323,3 +333,24 @@ def test_the_probe_chooses_a_heavy_ridge_for_noise_and_a_light_one_for_signal():
     y = np.arange(90) % 3
     assert chosen(rng.normal(size=(90, 30)), y) == max(scores.RIDGES)
     assert chosen(blobs(seed=1, n=90, d=5, spread=0.3)[0], y) < 1.0
+
+
+def test_each_seed_is_paired_with_its_own_real_curve_and_intervals_stay_within_one():
+    real = {("x", "y"): [0.0, -0.1, -0.3, -0.6], ("y", "x"): [0.1, 0.0, -0.2, -0.2], ("x", "z"): [0.2, 0.1, 0.1, 0.0]}
+    est, truth = synthetic(real, real, seeds=(0, 1, 2))
+    # seed 1's real curves are reversed: its estimates (the unreversed ones) disagree with them only
+    flip = truth["seed"] == 1
+    truth.loc[flip, "rel"] = -truth.loc[flip, "rel"]
+    per_curve, by_arch = agreement.curve_agreement(est, truth)
+    row = by_arch.set_index("arch").loc["a"]
+    assert row["tau"] < 0.9 and row["seeds"] == 3  # against the seed-averaged curve it would be 1 for every seed
+    assert -1 <= row["tau_low"] <= row["tau"] <= row["tau_high"] <= 1
+    truth["rel"] = 0.0  # constant real curves cannot be ranked: counted, not averaged
+    _, by_arch = agreement.curve_agreement(est, truth)
+    assert by_arch.set_index("arch").loc["a", "unranked"] == 3 * 3
+
+
+def test_fisher_intervals_are_bounded_and_centred_on_z():
+    mean, low, high = agreement.fisher_interval([0.95, 0.99, 0.7])
+    assert -1 < low < mean < high < 1
+    assert agreement.fisher_interval([]) == (None, None, None)

@@ -1,10 +1,12 @@
 """How well the estimates agree with the real sweep, and what they advise.
 
-The real curve of a pair is the normalised gain on the validation split, averaged over seeds:
-validation, because the estimates are meant for decisions (what to freeze, which primary), and
-decisions here are taken on validation data only; the test split is read once, to report.
-Each seed's estimate curve (from that seed's primary) is correlated with the real curve, so the
-seeds are replicates: a correlation is the mean over seeds with a t interval.
+The real curve of a pair is the normalised gain on the validation split: validation, because the
+estimates are meant for decisions (what to freeze, which primary), and decisions here are taken on
+validation data only; the test split is read once, to report. Each seed's estimate curve (from
+that seed's primary) is correlated with the same seed's real curve (from the same primary), so
+the seeds are independent replicates of the whole comparison: a correlation is summarised over
+seeds on Fisher's z scale (the mean of atanh r with its t interval, turned back by tanh), which
+keeps the interval inside [-1, 1].
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ KEYS = ["arch", "source", "target"]
 
 
 def real_curves(records):
-    """Per (arch, source, target, l_c): the validation normalised gain averaged over seeds."""
+    """Per (arch, source, target, seed, l_c): the validation normalised gain (folds averaged)."""
     table = analysis.per_seed(records)
-    table = table[table["split"] == "val"]
-    return table.groupby(KEYS + ["frozen"], as_index=False).agg(fraction=("fraction", "first"), rel=("rel", "mean"))
+    return table.loc[table["split"] == "val", KEYS + ["seed", "frozen", "fraction", "rel"]].reset_index(drop=True)
+
+
+def mean_curves(real):
+    """The real curves averaged over seeds, per (arch, source, target, l_c)."""
+    return real.groupby(KEYS + ["frozen"], as_index=False).agg(fraction=("fraction", "first"), rel=("rel", "mean"))
 
 
 def _rank_correlations(a, b):
@@ -40,17 +46,37 @@ def _height(fraction, values) -> float:
     return analysis.area(np.asarray(fraction, float), np.asarray(values, float))
 
 
+Z_LIMIT = 0.999  # correlations of +-1 are kept just inside, where atanh is finite
+
+
+def fisher_interval(values):
+    """The mean of correlations over seeds and its 95% interval on Fisher's z scale: a t interval
+    of atanh(r) (r kept within Z_LIMIT of +-1), turned back by tanh, so it stays inside [-1, 1]
+    (and always holds the mean); (None, None, None) without values."""
+    r = np.asarray(values, float)
+    if not len(r):
+        return None, None, None
+    mean = float(r.mean())
+    i = stats.mean_interval(np.arctanh(np.clip(r, -Z_LIMIT, Z_LIMIT)))
+    if i.low is None:
+        return mean, None, None
+    return mean, min(float(np.tanh(i.low)), mean), max(float(np.tanh(i.high)), mean)
+
+
 def _summarise(per_seed, by):
-    """Mean over seeds, with a 95% t interval, of per-seed tau and rho, grouped by `by`."""
+    """Per group of `by`: the mean over seeds of per-seed tau and rho with 95% intervals (Fisher's
+    z), the seeds that could be ranked, and the curves that could not (constant or too short:
+    they have no rank correlation and are counted, not averaged in)."""
     import pandas as pd
 
     rows = []
     for key, g in per_seed.groupby(by, sort=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         for name in ("tau", "rho"):
-            i = stats.mean_interval(g[name].dropna())
-            row.update({name: i.mean, f"{name}_low": i.low, f"{name}_high": i.high})
+            mean, low, high = fisher_interval(g[name].dropna())
+            row.update({name: mean, f"{name}_low": low, f"{name}_high": high})
         row["seeds"] = int(g["tau"].notna().sum())
+        row["unranked"] = int(g["unranked"].sum()) if "unranked" in g else int(g["tau"].isna().sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -95,40 +121,43 @@ def freeze_advice(estimates, tolerance: float = 1.0):
 
 def curve_agreement(estimates, real):
     """Per (arch, pair, score): tau and rho over l_c between each seed's estimate curve and the
-    real curve, summarised over seeds; and per (arch, score), with arch "all" for every
-    architecture, the mean over curves of each seed's correlations, summarised over seeds."""
+    same seed's real curve, summarised over seeds; and per (arch, score), with arch "all" for
+    every architecture, the mean over curves of each seed's correlations, summarised over seeds.
+    Curves that cannot be ranked (constant) are counted in `unranked`, not averaged."""
     import pandas as pd
 
-    merged = estimates.merge(real[KEYS + ["frozen", "rel"]], on=KEYS + ["frozen"])
+    merged = estimates.merge(real[KEYS + ["seed", "frozen", "rel"]], on=KEYS + ["seed", "frozen"])
     rows = []
     for key, g in merged.groupby(KEYS + ["score", "seed"], sort=False):
         g = g.sort_values("frozen")
         tau, rho = _rank_correlations(g["value"], g["rel"])
-        rows.append(dict(zip(KEYS + ["score", "seed"], key), tau=tau, rho=rho))
-    per_seed = pd.DataFrame(rows, columns=KEYS + ["score", "seed", "tau", "rho"])
-    per_arch = per_seed.groupby(["arch", "score", "seed"], as_index=False)[["tau", "rho"]].mean()
-    every = per_seed.groupby(["score", "seed"], as_index=False)[["tau", "rho"]].mean().assign(arch="all")
+        rows.append(dict(zip(KEYS + ["score", "seed"], key), tau=tau, rho=rho, unranked=int(tau is None)))
+    per_seed = pd.DataFrame(rows, columns=KEYS + ["score", "seed", "tau", "rho", "unranked"])
+    mean = {"tau": ("tau", "mean"), "rho": ("rho", "mean"), "unranked": ("unranked", "sum")}
+    per_arch = per_seed.groupby(["arch", "score", "seed"], as_index=False).agg(**mean)
+    every = per_seed.groupby(["score", "seed"], as_index=False).agg(**mean).assign(arch="all")
     return _summarise(per_seed, KEYS + ["score"]), _summarise(pd.concat([per_arch, every]), ["arch", "score"])
 
 
 def pair_agreement(estimates, real):
     """Per (arch, score), and "all" averaged over architectures: tau and rho over ordered pairs
-    between each seed's estimated transferability and the real one. Real transferability is the
-    mean height of the real curve over l_c / L_H; estimated, the mean height of the score's gain
-    over its shallowest l_c (the raw inputs when l_c = 0 is planned), which takes each secondary
-    task's own difficulty out as the baseline does for the real curve."""
+    between each seed's estimated transferability and the same seed's real one. Real
+    transferability is the mean height of the real curve over l_c / L_H; estimated, the mean height
+    of the score's gain over its shallowest l_c (the raw inputs when l_c = 0 is planned), which
+    takes each secondary task's own difficulty out as the baseline does for the real curve."""
     import pandas as pd
 
-    truth = {k: _height(g["fraction"], g["rel"]) for k, g in real.sort_values("frozen").groupby(KEYS)}
+    truth = {k: _height(g["fraction"], g["rel"]) for k, g in real.sort_values("frozen").groupby(KEYS + ["seed"])}
     rows = []
     for (arch, score, seed), g in estimates.groupby(["arch", "score", "seed"], sort=False):
         est, got = [], []
         for key, c in g.sort_values("frozen").groupby(KEYS):
-            if key in truth:
+            if (*key, seed) in truth:
                 est.append(_height(c["fraction"], c["value"] - c["value"].iloc[0]))
-                got.append(truth[key])
+                got.append(truth[(*key, seed)])
         tau, rho = _rank_correlations(est, got)
-        rows.append({"arch": arch, "score": score, "seed": seed, "tau": tau, "rho": rho})
-    per_seed = pd.DataFrame(rows, columns=["arch", "score", "seed", "tau", "rho"])
-    every = per_seed.groupby(["score", "seed"], as_index=False)[["tau", "rho"]].mean().assign(arch="all")
+        rows.append({"arch": arch, "score": score, "seed": seed, "tau": tau, "rho": rho, "unranked": int(tau is None)})
+    per_seed = pd.DataFrame(rows, columns=["arch", "score", "seed", "tau", "rho", "unranked"])
+    mean = {"tau": ("tau", "mean"), "rho": ("rho", "mean"), "unranked": ("unranked", "sum")}
+    every = per_seed.groupby(["score", "seed"], as_index=False).agg(**mean).assign(arch="all")
     return _summarise(pd.concat([per_seed, every]), ["arch", "score"])

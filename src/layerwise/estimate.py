@@ -53,7 +53,7 @@ def curve_scores(primary, data, levels, seed: int, train_cfg) -> Dict[int, Dict[
         if seen is None:
             raise UserError(f"the prefix outputs of {TRAIN_CAP + VAL_CAP} examples after {level} layers exceed "
                             f"train.cache_limit_gb = {train_cfg.cache_limit_gb}; raise it to estimate")
-        out[level] = all_scores(flat_features(seen.train.x), ty, flat_features(seen.val.x), vy)
+        out[level] = all_scores(flat_features(seen.train.x, seed=seed), ty, flat_features(seen.val.x, seed=seed), vy)
     return out
 
 

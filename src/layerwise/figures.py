@@ -197,13 +197,14 @@ def plot_estimates(estimates, real, path) -> None:
     rows = (["real"] if real is not None and len(real) else []) + list(SCORES)
     fig, axes = plt.subplots(len(rows), len(pairs), figsize=(2.9 * len(pairs) + 0.6, 2.1 * len(rows) + 0.6),
                              squeeze=False, sharex="col")
+    real_mean = None if real is None else real.groupby(["arch", "source", "target", "frozen"], as_index=False)["rel"].mean()
     means = estimates.groupby(["arch", "source", "target"] + ["score", "frozen"], as_index=False)["value"].mean()
     for c, (source, target) in enumerate(pairs):
         axes[0, c].set_title(f"{source} → {target}", fontsize=9)
         axes[-1, c].set_xlabel("$l_c$")
         for r, row in enumerate(rows):
             ax = axes[r, c]
-            table, column = (real, "rel") if row == "real" else (means[means["score"] == row], "value")
+            table, column = (real_mean, "rel") if row == "real" else (means[means["score"] == row], "value")
             for j, arch in enumerate(archs):
                 g = table[(table["arch"] == arch) & (table["source"] == source) & (table["target"] == target)]
                 g = g.sort_values("frozen")

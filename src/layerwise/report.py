@@ -374,17 +374,21 @@ def estimate_agreement(out: Path, estimates, real) -> List[str]:
     per_curve, by_arch = agreement.curve_agreement(both_forms, real)
     pairs = agreement.pair_agreement(both_forms, real)
     both = by_arch.merge(pairs, on=["arch", "score"], how="outer", suffixes=("", "_pairs"))
-    header = ["arch", "score", "tau over l_c", "rho over l_c", "tau over pairs", "rho over pairs", "seeds"]
+    header = ["arch", "score", "tau over l_c", "rho over l_c", "tau over pairs", "rho over pairs", "seeds",
+              "curves not ranked"]
     rows = [[r["arch"], r["score"], _ci_text(r, "tau"), _ci_text(r, "rho"), _ci_text(r, "tau", "_pairs"),
-             _ci_text(r, "rho", "_pairs"), r["seeds"]] for r in both.to_dict("records")]
+             _ci_text(r, "rho", "_pairs"), r["seeds"], r["unranked"]] for r in both.to_dict("records")]
     write_csv(out / "estimate_agreement.csv", header, rows)
     per_curve.to_csv(out / "estimate_curves.csv", index=False, float_format="%.4f")
     return ["<p>How far each estimate can be trusted here: rank correlations (Kendall's tau-b, Spearman's rho) "
             "with the real curve, the validation normalised gain averaged over seeds (validation, because "
             "decisions are taken on validation data). Over l_c: within each curve; over pairs: the estimated "
             "transferability (the mean gain of the score over its shallowest l_c) against the real one. Each "
-            "seed's estimates are one replicate: mean over seeds with a 95% t interval. 1 is perfect "
-            "agreement, 0 none, -1 a reversed ranking. A score's <i>reachable</i> form is the best score of "
+            "seed's estimates are compared with the same seed's real curves (one primary, one replicate): mean "
+            "over seeds with a 95% interval on Fisher's z scale, so it stays within [-1, 1]; curves that cannot "
+            "be ranked (constant) are counted, not averaged. 1 is perfect agreement, 0 none, -1 a reversed "
+            "ranking. The table shows several forms of each score: the best of them is picked after seeing "
+            "these numbers, and its interval does not allow for that choice. A score's <i>reachable</i> form is the best score of "
             "any layer at or above l_c (what a transfer holding l_c layers can still reach); the row "
             "<i>-l_c (no estimate)</i> is the reference every estimate must beat over l_c: it only says that "
             "holding more layers constant is worse. Per pair: "

@@ -53,11 +53,13 @@ def _projection(dims: int, out: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(dims, out, generator=g) / out ** 0.5
 
 
-def flat_features(x: torch.Tensor, max_dims: int = MAX_DIMS) -> np.ndarray:
-    """Layer outputs as a float64 matrix (examples, at most `max_dims` columns)."""
+def flat_features(x: torch.Tensor, max_dims: int = MAX_DIMS, seed: int = 0) -> np.ndarray:
+    """Layer outputs as a float64 matrix (examples, at most `max_dims` columns); wider outputs
+    go through the random projection of `seed` (the sweep's seed, so seeds are replicates of the
+    projection too)."""
     f = x.detach().reshape(len(x), -1).float()
     if f.shape[1] > max_dims:
-        f = f @ _projection(f.shape[1], max_dims).to(f.device)
+        f = f @ _projection(f.shape[1], max_dims, seed).to(f.device)
     return f.cpu().double().numpy()
 
 
@@ -147,6 +149,10 @@ def logme(features, labels) -> float:
     targets."""
     f = np.asarray(features, float)
     n, d = f.shape
+    # LogME does not change when every feature is scaled by one factor, but its alpha and beta are
+    # kept in PRECISION: features scaled to unit mean square first keep them there, so the value
+    # stays the same at any common scale (features x 1e4 changed it before).
+    f = f / max(np.sqrt(np.mean(f ** 2)), 1e-300)
     targets, _ = _one_hot(np.asarray(labels))
     # F's spectrum from the eigenvectors of the smaller Gram matrix, as cheap as an SVD gets:
     # with F = U S V', F'F = V S^2 V' and U' t = S^-1 V' F' t; FF' = U S^2 U'.
@@ -160,10 +166,14 @@ def logme(features, labels) -> float:
 
 def hscore(features, labels, shrinkage: float = SHRINKAGE) -> float:
     """H-score: tr(cov(f)^-1 cov(E[f | y])), both covariances over the examples (classes weighted
-    by their frequency); cov(f) is shrunk towards (mean variance) x I by `shrinkage` and inverted
-    by pseudo-inverse."""
+    by their frequency). Unshrunk, it does not change when any feature is scaled; cov(f) is shrunk
+    by `shrinkage` towards (mean variance) x I so that it inverts when examples are fewer than
+    features, and the features are standardised first so that the shrinkage treats every feature
+    alike and the score stays unchanged by each feature's scale. Inverted by pseudo-inverse."""
     f = np.asarray(features, float)
     f = f - f.mean(axis=0)
+    sd = f.std(axis=0)
+    f = f / np.where(sd > 1e-12, sd, 1.0)
     n, d = f.shape
     cov = f.T @ f / n
     cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / d * np.eye(d)
