@@ -126,3 +126,13 @@ def test_a_given_primary_built_by_a_callable_trains_its_seeds_at_once_in_workers
     assert [len(unit) for unit in units(sweep.jobs) if unit[0].kind == "transfer"] == [2, 2]  # a unit per seed
     sweep.run()
     assert_same_runs(tmp_path / "one", tmp_path / "two", 1 + 2 + 4)  # the primary, 2 baselines, 2 x 2 transfers
+
+
+def test_a_warning_met_in_several_workers_is_printed_once(tiny_raw, tmp_path):
+    tiny_raw["train"].update(batch_size=100_000, epochs=1)  # every task's train split is under one batch
+    config, out = write_config(tmp_path, {**tiny_raw, "workers": 2, "seeds": [0, 1]}), tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"],
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for task in ("digits", "printed-digits"):  # each met by both workers, and by each seed
+        assert done.stderr.count(f"task {task!r}: the train split has") == 1, done.stderr

@@ -6,6 +6,11 @@ else is a bug and keeps its traceback.
 """
 
 import sys
+from contextlib import contextmanager
+from typing import List, Optional
+
+_said: set = set()  # the warnings this process has printed: each is printed once
+_held: Optional[List[str]] = None  # a worker's warnings, kept for its driver to print
 
 
 class UserError(Exception):
@@ -19,7 +24,24 @@ def unknown(kind: str, name: str, valid, where: str = "") -> UserError:
 
 
 def warn(message: str) -> None:
-    """One line on stderr for something the user should know that does not stop the run."""
+    """One line on stderr for something the user should know that does not stop the run, once
+    per process however often it comes up; in a worker, kept for the driver (`held_warnings`)."""
     from tqdm.auto import tqdm
 
-    tqdm.write(f"layerwise: warning: {message}", file=sys.stderr)  # above a progress bar, not through it
+    if _held is not None:
+        _held.append(message)
+    elif message not in _said:
+        _said.add(message)
+        tqdm.write(f"layerwise: warning: {message}", file=sys.stderr)  # above a progress bar, not through it
+
+
+@contextmanager
+def held_warnings():
+    """Keep the block's warnings in the list it yields instead of printing them: a worker process
+    sends them to its driver, which prints each once however many workers met it."""
+    global _held
+    before, _held = _held, []
+    try:
+        yield _held
+    finally:
+        _held = before

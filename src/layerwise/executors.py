@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, warn
 from .given import CallableBuilder
 from .plan import Job
 from .runner import worker_runner
@@ -227,11 +227,13 @@ class WorkerPool:
         try:
             pickle.dump(request, process.stdin)
             process.stdin.flush()
-            status, value = pickle.load(process.stdout)
+            status, value, said = pickle.load(process.stdout)
         except (EOFError, BrokenPipeError, pickle.UnpicklingError):
             code = process.wait()
             raise UserError(f"a worker process died running {name} (exit status {code}); finished jobs are kept: "
                             "run the same command again") from None
+        for message in said:  # each once, however many workers met it
+            warn(message)
         if status == "ok":
             return value
         raise value

@@ -3,7 +3,8 @@
 It reads calls from stdin, each a pickled (function, arguments): a function of layerwise such as
 executors.run_unit, which runs a unit of work into the run directory (each job writes its own
 record, as under Ray). It answers each on the stdout it was started with: a pickled ("ok", what the
-function returned) or ("error", exception). Anything else it prints goes to stderr. It ends when its stdin closes, and within a
+function returned, its warnings) or ("error", exception, its warnings); the driver prints each
+warning once, however many workers met it. Anything else it prints goes to stderr. It ends when its stdin closes, and within a
 second of its driver's end however that came (a driver started again must not meet it still
 running a unit); Ctrl-C is the driver's to handle, so it ignores it.
 """
@@ -18,7 +19,7 @@ import threading
 import time
 import traceback
 
-from .errors import UserError
+from .errors import UserError, held_warnings
 
 
 def end_with(driver: int) -> None:
@@ -38,13 +39,14 @@ def main() -> None:
             function, args = pickle.load(sys.stdin.buffer)
         except EOFError:
             return
-        try:
-            answer = ("ok", function(*args))
-        except UserError as err:
-            answer = ("error", UserError(str(err)))
-        except Exception:  # a bug: its traceback, as text (not every exception pickles)
-            answer = ("error", RuntimeError(f"{function.__name__} failed in a worker process:\n{traceback.format_exc()}"))
-        pickle.dump(answer, answers)
+        with held_warnings() as said:
+            try:
+                answer = ("ok", function(*args))
+            except UserError as err:
+                answer = ("error", UserError(str(err)))
+            except Exception:  # a bug: its traceback, as text (not every exception pickles)
+                answer = ("error", RuntimeError(f"{function.__name__} failed in a worker process:\n{traceback.format_exc()}"))
+        pickle.dump((*answer, said), answers)
         answers.flush()
 
 
