@@ -167,6 +167,20 @@ def test_an_out_folder_that_is_not_a_run_is_refused_and_left_alone(capsys, tmp_p
     assert (out / "results.csv").read_text() == "my,own,results\n"
 
 
+@pytest.mark.parametrize("flag", [[], ["--extend"], ["--replace"]])
+def test_an_out_folder_with_someone_elses_config_json_is_never_written_into(capsys, tmp_path, one_task, flag):
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "config.json").write_text('{"learning_rate": 0.1}\n')
+    (out / "results.csv").write_text("their,own,results\n")
+    err = mistake(capsys, "run", str(one_task), "--out", str(out), *flag)
+    assert str(out) in err and "not a layerwise run directory" in err and "config.json" in err
+    assert "different experiment" not in err and "--extend" not in err.splitlines()[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "results.csv"]
+    assert (out / "config.json").read_text() == '{"learning_rate": 0.1}\n'
+    assert (out / "results.csv").read_text() == "their,own,results\n"
+
+
 def test_a_second_lock_on_a_run_directory_is_refused_at_once_and_a_half_written_start_is_not_foreign(tmp_path):
     """A second process must not take the first's half-written start (its lock, the temporary
     file of its config) for somebody else's files, nor wait for it: it is told to use Ray."""

@@ -36,6 +36,7 @@ except ImportError:  # Windows: nothing stops two runs in one directory there
     fcntl = None
 
 RECORD_FIELDS = ("key", "kind", "val", "test")  # what every readable record has
+RUN_CONFIG_KEYS = ("tasks", "archs")  # what every config.json layerwise writes has
 EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html")  # what --replace sets aside
 
 
@@ -110,7 +111,22 @@ class Store:
 
     # the experiment ---------------------------------------------------------------------
     def is_run(self) -> bool:
-        return (self.root / "config.json").exists()
+        """A layerwise run directory: a config.json that is layerwise's (or too damaged to say)
+        beside a plan.json or a jobs/ folder. Someone else's config.json is not enough."""
+        return (self.root / "config.json").exists() and self._not_a_run() is None
+
+    def _not_a_run(self) -> Optional[str]:
+        """Why a folder holding a config.json is not a layerwise run directory (None when it is)."""
+        if not ((self.root / "plan.json").is_file() or (self.root / "jobs").is_dir()):
+            return "it has a config.json but no plan.json or jobs/ folder"
+        try:
+            config = json.loads((self.root / "config.json").read_bytes())
+        except (OSError, ValueError):
+            return None  # a run's damaged config: read_config names it
+        missing = [k for k in RUN_CONFIG_KEYS if not isinstance(config, dict) or k not in config]
+        if missing:
+            return f"its config.json is not a layerwise config (it has no {', '.join(missing)})"
+        return None
 
     @contextmanager
     def locked(self):
@@ -141,6 +157,9 @@ class Store:
             return
         if not self.root.is_dir():
             raise UserError(f"{self.root} is a file, not a folder; choose a new --out")
+        if (self.root / "config.json").exists():
+            raise UserError(f"{self.root} is not a layerwise run directory: {self._not_a_run()}; nothing is written "
+                            "there, whatever the flag: choose a new --out, or an empty folder")
         other = sorted(p.name for p in self.root.iterdir() if not _own_start(p))
         if other:
             raise UserError(f"{self.root} is not empty and is not a layerwise run directory (it has no config.json but "
@@ -209,6 +228,8 @@ class Store:
         path = self.root / "config.json"
         if not path.exists():
             raise UserError(f"{self.root} is not a layerwise run directory: {path} is missing")
+        if self._not_a_run():
+            raise UserError(f"{self.root} is not a layerwise run directory: {self._not_a_run()}")
         config = self._read_json(path)
         if not isinstance(config, dict):
             raise UserError(f"{path} is damaged: expected a JSON object (the run's config); rerun with --replace")
