@@ -224,6 +224,21 @@ def test_another_experiment_in_a_run_directory_is_refused_unless_extended_or_rep
     assert config != (out / "config.json").read_text()
 
 
+def test_replacing_an_experiment_sets_its_estimates_aside_too(capsys, tmp_path, one_task):
+    """The new experiment's report must not show the old one's estimates."""
+    out = tmp_path / "run"
+    assert run(capsys, one_task, out)[0] == 0
+    old = {"estimates.csv": "arch,old\n", "estimate_freeze.csv": "old\n", "estimates.png": "old png"}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    code, err = run(capsys, one_task, out, "--set", "seeds=[1]", "--replace")
+    assert code == 0 and "estimates" in err
+    (aside,) = (out / "replaced").iterdir()
+    for name, text in old.items():
+        assert not (out / name).exists() and (aside / name).read_text() == text, name
+    assert "estimates.png" not in (out / "report.html").read_text()
+
+
 def test_extending_an_experiment_keeps_the_description_of_its_data_tasks(tmp_path):
     """The report describes each data task from config.json's data table: an experiment extended
     with another data task must keep the first one's description, not only its jobs."""

@@ -37,7 +37,12 @@ except ImportError:  # Windows: nothing stops two runs in one directory there
 
 RECORD_FIELDS = ("key", "kind", "val", "test")  # what every readable record has
 RUN_CONFIG_KEYS = ("tasks", "archs")  # what every config.json layerwise writes has
-EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html")  # what --replace sets aside
+# What --replace sets aside: the experiment's config and plan, and everything made from its jobs
+# (the report's tables, figures and observations, the estimates and their tables), so that the
+# new report shows nothing of the old experiment.
+EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html", "observations.json", "curves.csv",
+                    "transferability.csv", "asymmetry.csv", "freezable.csv", "similarity.csv", "estimates.csv",
+                    "estimate_*.csv", "*.png")
 
 
 def to_json(value: Any, **kwargs) -> str:
@@ -201,16 +206,17 @@ class Store:
         return keys
 
     def set_experiment_aside(self) -> Path:
-        """Move the experiment's own files (config, plan, report) into DIR/replaced/TIME/."""
+        """Move the experiment's own files (config, plan, report, estimates) into DIR/replaced/TIME/."""
         aside = self.root / "replaced" / time.strftime("%Y%m%d-%H%M%S")
         try:
             aside.mkdir(parents=True, exist_ok=True)
-            for name in EXPERIMENT_FILES:
-                if (self.root / name).exists():
-                    os.replace(self.root / name, aside / name)
+            for pattern in EXPERIMENT_FILES:
+                for path in sorted(self.root.glob(pattern)):
+                    if path.is_file():
+                        os.replace(path, aside / path.name)
         except OSError as err:
             raise UserError(f"cannot move the old experiment into {aside}: {err.strerror}") from None
-        warn(f"the experiment that was in {self.root} (its config, plan and report) is now in {aside}")
+        warn(f"the experiment that was in {self.root} (its config, plan, report and estimates) is now in {aside}")
         return aside
 
     def _write_if_changed(self, path: Path, text: str) -> None:
