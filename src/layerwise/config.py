@@ -177,6 +177,9 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"{where}: seeds must be a non-empty list of integers; got {seeds!r}")
+    bad = [s for s in seeds if not 0 <= s < 2 ** 63]
+    if bad:  # torch's generators refuse them, after the jobs before them have trained
+        raise UserError(f"{where}: seeds must be integers from 0 to 2**63 - 1; got {bad[0]!r}")
     cfg.seeds = list(dict.fromkeys(seeds))
     frozen = raw.get("frozen", "all")
     if frozen != "all" and not (isinstance(frozen, list) and frozen and all(isinstance(k, int) and not isinstance(k, bool) for k in frozen)):
@@ -250,7 +253,11 @@ def check_options(cfg: Config) -> None:
     """Build every task's options and check every architecture's against its builder now, with
     no data loaded, rather than halfway through a sweep."""
     for name in dict.fromkeys([*cfg.tasks, *cfg.task_options]):
-        cfg.task(name)
+        split_seed = getattr(cfg.task(name), "split_seed", 0)
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int) or not 0 <= split_seed < 2 ** 63:
+            table = f"data.{name}" if name in cfg.data else f"task_options.{name}"
+            raise UserError(f"{cfg.source} [{table}]: split_seed must be an integer from 0 to 2**63 - 1; "
+                            f"got {split_seed!r}")
     for name in dict.fromkeys([*cfg.archs, *cfg.arch_options]):
         if name not in cfg.custom_archs:
             check_call_options(ARCHS[name], cfg.arch_options.get(name, {}), 2,

@@ -53,6 +53,23 @@ class TrainConfig:
         tuning = self.finetune_lr
         if tuning is not None and (isinstance(tuning, bool) or not isinstance(tuning, (int, float)) or tuning <= 0):
             raise UserError(f"train.finetune_lr must be a positive number (or left out to use lr); got {tuning!r}")
+        # A setting that cannot train would give every job a chance-level result recorded as ok.
+        for key in ("lr", "momentum", "weight_decay", "gamma", "cache_limit_gb"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"train.{key} must be a finite number; got {value!r}")
+        if self.lr <= 0:
+            raise UserError(f"train.lr must be positive (at {self.lr!r} no weight ever changes); got {self.lr!r}")
+        for key in ("momentum", "weight_decay", "cache_limit_gb"):
+            if getattr(self, key) < 0:
+                raise UserError(f"train.{key} must be at least 0; got {getattr(self, key)!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise UserError(f"train.nesterov = true needs optimizer = \"sgd\" and a positive train.momentum; got "
+                            f"optimizer = {self.optimizer!r}, momentum = {self.momentum!r}")
+        if self.schedule == "step" and (self.gamma <= 0 or not all(
+                isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in self.milestones)):
+            raise UserError(f"train.schedule = \"step\" needs gamma > 0 and milestones between 0 and 1 (fractions of "
+                            f"the run); got gamma = {self.gamma!r}, milestones = {self.milestones!r}")
         if self.batch_size < 2:  # fit skips a lone example: batch norm cannot normalise one
             raise UserError(f"train.batch_size must be at least 2 (a batch of one example cannot train with batch "
                             f"norm, so every step would be skipped); got {self.batch_size!r}")
