@@ -164,6 +164,14 @@ def _failure(train_loss: float, epoch: int, examples: int) -> str:
     return f"the training loss diverged ({train_loss}) in epoch {epoch}; try a lower train.lr"
 
 
+def non_finite_state(net: torch.nn.Module) -> Optional[str]:
+    """The name of the first parameter or buffer of `net` holding NaN or inf (None: all finite)."""
+    for name, value in net.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
+
+
 def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int, start: int = 0,
         on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None) -> FitResult:
     """Train `net` on `data` (already on the training device) for `cfg.epochs` epochs.
@@ -172,8 +180,9 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
     computed once elsewhere; the forward pass then begins at layer `start`. Augmentation applies
     only to raw inputs, which is why prefix caching is used only for deterministic tasks.
 
-    Raises TrainingFailed when an epoch's summed training loss is not finite: the network is then
-    no model at all, and its metrics would pass for a (chance-level) result.
+    Raises TrainingFailed when an epoch's summed training loss is not finite, or when the weights
+    it ends with are not (a last step that diverged): the network is then no model at all, and its
+    metrics would pass for a (chance-level) result.
     """
     began = time.perf_counter()
     device = data.train.y.device
@@ -219,6 +228,11 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
         if not batches or not math.isfinite(train_loss):
             history.append({"epoch": epoch, "train_loss": train_loss if batches else None})
             raise TrainingFailed(_failure(train_loss, epoch, n), history)
+        broken = non_finite_state(net)
+        if broken:  # the epoch's last step diverged after its loss was taken: its metrics would be chance's
+            history.append({"epoch": epoch, "train_loss": None})
+            raise TrainingFailed(f"the training diverged in epoch {epoch}: {broken} holds NaN or inf after its last "
+                                 "step; try a lower train.lr", history)
         val = evaluate(net, task, data.val, cfg, start)
         history.append({"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()}})
         if on_epoch:
