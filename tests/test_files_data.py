@@ -284,6 +284,23 @@ def test_bad_arrays_are_named(tmp_path, arrays, words):
     assert str(tmp_path / "d.npz") in message and words in message
 
 
+@pytest.mark.parametrize("split, value", [("train", np.nan), ("val", np.inf), ("test", np.nan), ("test", 1e300)])
+def test_nan_or_inf_in_arrays_stops_the_run_naming_the_file_and_split(tmp_path, capsys, split, value):
+    """In training data they would read as "diverged, try a lower lr"; in val or test as errors."""
+    rng = np.random.default_rng(0)
+    arrays = {f"{k}_{s}": v for s in ("train", "val", "test")
+              for k, v in (("x", rng.normal(size=(8, 1, 16, 16))), ("y", np.arange(8) % 2))}
+    arrays[f"x_{split}"][5, 0, 3, 3] = value
+    np.savez(tmp_path / "d.npz", **arrays)
+    (tmp_path / "mine.toml").write_text("\n".join([
+        'tasks = ["mine"]', 'archs = ["alexnet-small"]', "[train]", "epochs = 1", '[arch_options."alexnet-small"]',
+        "width = 4", "hidden = 16", "[data.mine]", 'kind = "arrays"', 'path = "d.npz"']) + "\n")
+    assert main(["run", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'd.npz'} [x_{split}] holds NaN, inf" in err[0] and "row 5" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_file_that_is_not_npz_and_a_missing_path_say_what_was_expected(tmp_path):
     (tmp_path / "d.npz").write_text("hello")
     assert "not a .npz file" in error(lambda: task_from_path(tmp_path / "d.npz"))

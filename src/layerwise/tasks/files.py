@@ -435,6 +435,7 @@ class Arrays(FileTask):
                                 "per example: shape (N, ...) with at least one value per example")
             if len(x) != len(y):
                 raise UserError(f"{self.source(xk)} has {len(x)} examples but {self.source(yk)} has {len(y)} labels")
+            check_finite(x, self.source(xk))
             out[s] = (x, y)
         return out
 
@@ -466,6 +467,18 @@ class Arrays(FileTask):
                 raise UserError(f"{self.path}: the {name} split has no examples (fractions {self.fractions}); "
                                 "add examples or change the option fractions")
         return TaskData(*splits)
+
+
+def check_finite(x: np.ndarray, where: str) -> None:
+    """Refuse NaN, inf and values float32 cannot hold: in training data they read as a divergence
+    ("try a lower lr"), in a val or test split they are scored as errors without a word."""
+    if x.dtype.kind != "f":
+        return
+    rows = x.reshape(len(x), -1)
+    bad = ~(np.isfinite(rows) & (np.abs(rows) <= np.finfo(np.float32).max)).all(axis=1)
+    if bad.any():
+        raise UserError(f"{where} holds NaN, inf or values beyond float32 in {int(bad.sum())} example(s) (the first "
+                        f"is row {int(np.argmax(bad))}); expected finite numbers: drop or fill those rows")
 
 
 def wanted(keys, path: Path) -> List[str]:
