@@ -76,6 +76,32 @@ def test_damaged_records_are_named_set_aside_and_run_again(capsys, tmp_path, two
     assert all((out / "jobs" / name).read_bytes() == data for name, data in intact.items())
 
 
+@pytest.mark.parametrize("damage, problem", [
+    (lambda r: r["val"].update(accuracy=float("nan")), "val.accuracy is nan, expected a finite number"),
+    (lambda r: r["test"].update(accuracy=float("inf")), "test.accuracy is inf"),
+    (lambda r: r.update(val=[1.0]), "val is list"),
+    (lambda r: r.pop("arch"), "arch"),
+    (lambda r: r.pop("num_layers"), "num_layers"),
+    (lambda r: r.pop("metric"), "lacks metric"),
+])
+def test_a_record_with_bare_nan_or_missing_fields_is_damaged_and_run_again(capsys, tmp_path, one_task, damage, problem):
+    """Python's json reads a bare NaN; a record lacking what the report needs made run and report fail
+    with a KeyError even with nothing to run."""
+    out = tmp_path / "run"
+    assert run(capsys, one_task, out)[0] == 0
+    (path,) = (out / "jobs").glob("*.json")
+    record = strict_json(path)
+    damage(record)
+    path.write_text(json.dumps(record))  # json writes NaN bare
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{path} is damaged" in err and problem in err and "Traceback" not in err
+    assert (out / "damaged" / path.name).exists() and not path.exists()
+    code, err = run(capsys, one_task, out)
+    assert code == 0 and "ran 1 jobs" in err
+    assert strict_json(path)["status"] == "ok"
+
+
 def test_a_damaged_checkpoint_is_named_and_its_primary_trained_again_before_its_transfer(capsys, tmp_path, two_tasks):
     out = tmp_path / "run"
     assert run(capsys, two_tasks, out)[0] == 0

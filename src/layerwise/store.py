@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import time
@@ -35,7 +36,8 @@ try:
 except ImportError:  # Windows: nothing stops two runs in one directory there
     fcntl = None
 
-RECORD_FIELDS = ("key", "kind", "val", "test")  # what every readable record has
+RECORD_FIELDS = ("key", "kind", "arch", "target", "seed", "num_layers", "val", "test")  # what every readable record has
+SCORED_FIELDS = ("source", "frozen", "metric", "lower_is_better", "best_epoch")  # and one with metrics
 RUN_CONFIG_KEYS = ("tasks", "archs")  # what every config.json layerwise writes has
 # What --replace sets aside: the experiment's config and plan, and everything made from its jobs
 # (the report's tables, figures and observations, the estimates and their tables), so that the
@@ -88,6 +90,25 @@ def _own_start(path: Path) -> bool:
     if path.name == LOCK_FILE or re.fullmatch(r"\.(config|plan)\.json\.tmp\d+", path.name):
         return True
     return path.name in ("jobs", "checkpoints") and path.is_dir() and not any(path.iterdir())
+
+
+def record_problem(record: Dict[str, Any]) -> Optional[str]:
+    """What makes a parsed record unusable as a result (None: nothing). Python's json reads a bare
+    NaN, and a hand-edited record may hold anything: a result must be a number the report can use."""
+    for split in ("val", "test"):
+        metrics = record[split]
+        if not isinstance(metrics, dict):
+            return f"{split} is {type(metrics).__name__}, expected an object of metric: number"
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"{split}.{name} is {value!r}, expected a finite number"
+    if isinstance(record["num_layers"], bool) or not isinstance(record["num_layers"], int):
+        return f"num_layers is {record['num_layers']!r}, expected an integer"
+    if record.get("status", "ok") == "ok" and (record["val"] or record["test"]):
+        missing = [f for f in SCORED_FIELDS if f not in record]
+        if missing:
+            return f"a record with metrics lacks {', '.join(missing)}"
+    return None
 
 
 class DamagedCheckpoint(UserError):
@@ -285,6 +306,10 @@ class Store:
             return None
         if not isinstance(record, dict) or record.get("key") != key or not all(f in record for f in RECORD_FIELDS):
             self.set_aside(path, f"is damaged (not a job record: expected a JSON object with key = {key!r}, {', '.join(RECORD_FIELDS[1:])})")
+            return None
+        problem = record_problem(record)
+        if problem:
+            self.set_aside(path, f"is damaged ({problem})")
             return None
         self._readable.add(key)
         return record
