@@ -301,6 +301,33 @@ def test_nan_or_inf_in_arrays_stops_the_run_naming_the_file_and_split(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("shape", [(16, 16), (64,), (1, 2, 2), (1, 16)])
+def test_arrays_of_a_shape_the_network_cannot_take_stop_the_run_naming_the_file_and_shapes(tmp_path, capsys, shape):
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, *shape)), y=np.arange(20) % 2)
+    (tmp_path / "mine.toml").write_text("\n".join([
+        'tasks = ["mine"]', 'archs = ["alexnet-small"]', "[train]", "epochs = 1", '[arch_options."alexnet-small"]',
+        "width = 4", "hidden = 16", "[data.mine]", 'kind = "arrays"', 'path = "d.npz"']) + "\n")
+    assert main(["run", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert f"{tmp_path / 'd.npz'} holds examples of shape {shape}, which alexnet-small" in err[0]
+    assert "cannot take" in err[0]
+    assert not list((tmp_path / "run").glob("jobs/*.json"))
+
+
+def test_arrays_an_architecture_builds_on_but_cannot_run_are_named_with_the_shape_it_expects(tmp_path, capsys):
+    """densenet builds on any shape; only a forward pass meets the conv2d error."""
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 16, 16)), y=np.arange(20) % 2)
+    (tmp_path / "mine.toml").write_text("\n".join([
+        'tasks = ["mine"]', 'archs = ["densenet6"]', "[train]", "epochs = 1",
+        "[data.mine]", 'kind = "arrays"', 'path = "d.npz"']) + "\n")
+    assert main(["run", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert f"{tmp_path / 'd.npz'} holds examples of shape (16, 16), which densenet6 cannot take (it expects images (C, H, W)" in err[0]
+    assert not list((tmp_path / "run").glob("jobs/*.json"))
+
+
 def test_a_file_that_is_not_npz_and_a_missing_path_say_what_was_expected(tmp_path):
     (tmp_path / "d.npz").write_text("hello")
     assert "not a .npz file" in error(lambda: task_from_path(tmp_path / "d.npz"))
