@@ -71,6 +71,26 @@ def test_image_folder_with_split_folders_gives_exact_labels_pixels_and_splits(tm
     assert abs(x.mean().item()) < 1e-5
 
 
+def test_bmp_gif_webp_and_tiff_images_are_read_not_ignored(tmp_path):
+    root = tmp_path / "pics"
+    for i, suffix in enumerate((".bmp", ".gif", ".webp", ".tif", ".tiff", ".png")):
+        write_image(root / "train" / "a" / f"{i}{suffix}", 10)
+        write_image(root / "train" / "b" / f"{i}{suffix}", 200)
+    for split in ("val", "test"):
+        image_folder(root / split, {"a": 1, "b": 1})
+    data = task_from_path(root, shape=[1, 5, 6]).load()  # a GIF opens as a palette image: read as colour unset
+    assert data.train.y.tolist() == [0] * 6 + [1] * 6
+    assert np.allclose(grey_levels(data.train), [10] * 6 + [200] * 6, atol=3)  # WebP is lossy
+
+
+def test_a_class_with_no_val_or_test_examples_is_named_in_a_warning(tmp_path, capsys):
+    root = image_folder(tmp_path / "pics", {"common": 10, "rare": 1})
+    task_from_path(root).load()
+    err = capsys.readouterr().err
+    assert f"{root}: class rare has no examples in the val split" in err
+    assert f"{root}: class rare has no examples in the test split" in err and "common" not in err
+
+
 def test_image_folder_is_resized_and_converted_to_the_given_shape(tmp_path):
     root = image_folder(tmp_path / "pics", {"a": 4, "b": 4}, mode="RGB", size=(9, 7))
     grey = task_from_path(root, shape=[1, 4, 3])

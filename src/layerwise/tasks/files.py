@@ -13,7 +13,7 @@ After that `flowers` is a task name like any registered one. Every kind takes `f
 `classes`: the class names you expect, checked against the files (a run's config.json records
 the classes it found this way).
 
-- `image-folder`: `path/<class>/*.png|jpg|jpeg`. `shape` = [C, H, W] (C = 1 grey, 3 colour) or
+- `image-folder`: `path/<class>/*.png|jpg|jpeg|bmp|gif|webp|tif|tiff` (a GIF's or TIFF's first frame). `shape` = [C, H, W] (C = 1 grey, 3 colour) or
   [H, W] (channels as the files have them), or unset: then every image must already have the
   same size and channels. `mode` ("L" or "RGB") converts without giving a shape. Images are kept
   as bytes and standardised per channel by the training split's statistics.
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ..audio import FeatureMatrix, LogMel, cached_features, content_hash
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..options import check_dataclass_options
 from . import TASKS
 from .base import Split, Task, TaskData, data_root
@@ -55,11 +55,11 @@ from .images import Images, channel_stats
 from .speech import utterance_posteriors, window_split
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # what Pillow reads (a first frame)
 AUDIO_SUFFIXES = (".wav",)
 MODES = {"L": 1, "RGB": 3}
 GREY = {"1", "L", "LA", "I", "I;16", "F"}  # Pillow modes without colour
-EXPECTED = ("an image folder (DIR/<class>/*.png|jpg|jpeg), an audio folder (DIR/<class>/*.wav), either "
+EXPECTED = ("an image folder (DIR/<class>/*.png|jpg|bmp|gif|webp|tif...), an audio folder (DIR/<class>/*.wav), either "
             "optionally under DIR/train/, DIR/val/, DIR/test/; a .npz file with x and y (or x_train, y_train, "
             "x_test, y_test); or a folder of such .npy files")
 
@@ -121,6 +121,16 @@ def check_same_classes(found: Dict[str, List[str]], where: str) -> None:
             problems.append(f"{split} has {', '.join(extra)}, which train lacks")
     if problems:
         raise UserError(f"{where}: the splits' classes differ ({'; '.join(problems)}); every split needs the same classes")
+
+
+def warn_classes_missing(path: str, classes: List[str], labels: List[np.ndarray]) -> None:
+    """Say which class has no example in which split (a class too small for the fractions): it is
+    then never validated or tested, or never trained, and the split's score says nothing of it."""
+    for split, part in zip(SPLITS, labels):
+        absent = [c for i, c in enumerate(classes) if not (part == i).any()]
+        if absent:
+            warn(f"{path}: class{'es' if len(absent) > 1 else ''} {', '.join(absent)} ha{'ve' if len(absent) > 1 else 's'} "
+                 f"no examples in the {split} split; add examples or change the option fractions")
 
 
 def stratified_split(labels: np.ndarray, fractions, seed: int) -> List[np.ndarray]:
@@ -247,6 +257,7 @@ class FolderTask(FileTask):
             if len(part) == 0:
                 raise UserError(f"{self.path}: the {name} split has no files ({len(self.paths)} files in all, "
                                 f"fractions {self.fractions}); add files or change the option fractions")
+        warn_classes_missing(self.path, self.classes, [self.labels[p] for p in parts])
         return parts
 
 
@@ -278,7 +289,7 @@ def read_image(path: Path, mode: Optional[str], size: Optional[Tuple[int, int]])
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise UserError(f"{path}: cannot read image ({err}); expected a PNG or JPEG file") from None
+        raise UserError(f"{path}: cannot read image ({err}); expected an image file Pillow reads (PNG, JPEG, BMP, GIF, WebP, TIFF)") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
@@ -466,6 +477,7 @@ class Arrays(FileTask):
             if len(split) == 0:
                 raise UserError(f"{self.path}: the {name} split has no examples (fractions {self.fractions}); "
                                 "add examples or change the option fractions")
+        warn_classes_missing(self.path, self.classes, [split.y.numpy() for split in splits])
         return TaskData(*splits)
 
 
