@@ -174,7 +174,7 @@ def test_audio_running_past_the_last_phone_loads(tmp_path):
     assert len(Timit(root=str(tmp_path)).load().test) > 0
 
 
-@pytest.mark.parametrize("damage", ["past the audio", "out of order"])
+@pytest.mark.parametrize("damage", ["past the audio", "out of order", "well before the audio ends"])
 def test_a_phn_that_does_not_fit_its_audio_names_both_files_and_the_samples(tmp_path, damage):
     write_timit(tmp_path, seed=5)
     utt = first_test_utterance(tmp_path)
@@ -184,6 +184,11 @@ def test_a_phn_that_does_not_fit_its_audio_names_both_files_and_the_samples(tmp_
         start, _, phone = lines[-1].split()
         lines[-1] = f"{start} {samples + 480} {phone}"
         expected = rf"line {len(lines)} .*ends at sample {samples + 480}, past the end of the audio .*{samples} samples"
+    elif damage == "well before the audio ends":  # another, shorter utterance's labels
+        while samples - int(lines[-1].split()[1]) <= 8000:
+            lines.pop()
+        end = int(lines[-1].split()[1])
+        expected = rf"line {len(lines)} .*the last segment ends at sample {end}, .* s before the end of the audio .*at most 0.5 s"
     else:
         lines[2], lines[3] = lines[3], lines[2]  # line 4 now starts before line 3 ends
         start, end = int(lines[3].split()[0]), int(lines[2].split()[1])

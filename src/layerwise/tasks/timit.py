@@ -145,6 +145,11 @@ def read_phn(path: Path) -> Segments:
     return Segments(starts, ends, phones, lines)
 
 
+# Real TIMIT's last h# ends at, or a few samples before, the end of its audio; a .PHN that stops
+# this long before it transcribes other (shorter) audio.
+UNLABELLED_TAIL = 8000  # samples: 0.5 s at 16 kHz
+
+
 def check_alignment(utt: Utterance, segments: Segments, samples: int) -> None:
     """Refuse a `.PHN` file that cannot describe its audio, naming both files.
 
@@ -154,8 +159,9 @@ def check_alignment(utt: Utterance, segments: Segments, samples: int) -> None:
     between segments would only leave frames unlabelled, so it is allowed too.
     What cannot be right, and is refused: a segment that ends before it starts; one that starts
     before the previous one ends (out of order or overlapping, so a frame would have two phones);
-    and any segment ending past the audio (a transcription of other audio, or audio cut short),
-    whose phones would have no frames.
+    any segment ending past the audio (a transcription of other audio, or audio cut short),
+    whose phones would have no frames; and a last segment ending more than UNLABELLED_TAIL
+    (0.5 s) before the audio does (the transcription of a shorter utterance).
     """
     starts, ends, _, lines = segments
     where = lambda k: f"{utt.phn}, line {lines[k]} ({starts[k]} {ends[k]} {PHONES[segments.phones[k]]})"  # noqa: E731
@@ -172,6 +178,11 @@ def check_alignment(utt: Utterance, segments: Segments, samples: int) -> None:
         k = past[0]
         raise UserError(f"{where(k)}: the segment ends at sample {ends[k]}, past the end of the audio "
                         f"{utt.audio}, which holds {samples} samples; the transcription does not match its audio")
+    if len(ends) and samples - ends[-1] > UNLABELLED_TAIL:
+        k = len(ends) - 1
+        raise UserError(f"{where(k)}: the last segment ends at sample {ends[k]}, {(samples - ends[k]) / 16000:.2f} s "
+                        f"before the end of the audio {utt.audio} ({samples} samples); expected at most "
+                        f"{UNLABELLED_TAIL / 16000:g} s left unlabelled: the transcription does not match its audio")
 
 
 def frame_labels(segments: Segments, centres: np.ndarray) -> np.ndarray:
