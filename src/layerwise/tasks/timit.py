@@ -14,11 +14,11 @@ trained. Scoring folds the 61 phones to the 39 of Lee and Hon (1989):
 
 - phone error rate (`per`, the metric): per utterance, the predicted frame labels are folded,
   consecutive repeats are merged into one phone sequence, and it is aligned by edit distance to
-  the reference, which is the utterance's true frame labels folded and merged the same way (the
-  `.PHN` phones that cover at least one frame centre, `q` removed); `per` = 100 * (substitutions +
-  deletions + insertions) / reference phones, summed over the split. A phone shorter than the
-  10 ms hop may cover no frame centre: no frame classifier can output it, so it is not in the
-  reference, and perfect frame predictions score 0;
+  the reference, which is the utterance's `.PHN` transcription folded to 39 phones, `q` removed
+  and repeats merged (the standard); `per` = 100 * (substitutions + deletions + insertions) /
+  reference phones, summed over the split. A phone shorter than the 10 ms hop may cover no frame
+  centre: no frame classifier can output it, and it counts as a deletion (a reference built from
+  the frames would drop it, and the PER would be optimistic);
 - frame error rate (`fer`): the share of frames whose folded prediction is wrong.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 import torch
@@ -203,6 +203,21 @@ def merge_repeats(seq) -> np.ndarray:
     return seq[np.r_[True, seq[1:] != seq[:-1]]]
 
 
+_TRANSCRIPTIONS: Dict[Path, Tuple[tuple, np.ndarray]] = {}  # .PHN path -> (its stat, its reference)
+
+
+def transcription(phn: Path) -> np.ndarray:
+    """The 39-phone reference of one utterance: its `.PHN` phones folded, `q` removed, repeats
+    merged; read once per process (again when the file changes)."""
+    st = Path(phn).stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+    cached = _TRANSCRIPTIONS.get(phn)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, merge_repeats(FOLD_INDEX[torch.from_numpy(read_phn(phn).phones)].numpy()))
+        _TRANSCRIPTIONS[phn] = cached
+    return cached[1]
+
+
 def edit_distance(hyp, ref) -> int:
     """Substitutions + deletions + insertions of the best alignment of `hyp` to `ref` (Levenshtein),
     one row of the table at a time."""
@@ -234,7 +249,7 @@ class Timit(SpeechTask):
         find_corpus(self.corpus_root())
 
     def load(self, seed: int = 0) -> TaskData:
-        utterances = scan(self.corpus_root())
+        utterances = self._utterances = scan(self.corpus_root())  # `groups` index it; score reads the references
         settings = LogMel(n_mels=self.n_mels)
         matrix, offsets, samples = self.features([u.audio for u in utterances])
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
@@ -247,14 +262,22 @@ class Timit(SpeechTask):
         half = self.context // 2
         return TaskData(*(window_split(matrix, offsets, examples[s], half) for s in ("train", "val", "test")))
 
+    def references(self, utterances: List[int]) -> List[np.ndarray]:
+        """The reference phone sequences of utterances (indices into `scan`'s list, as `groups`
+        holds them): their transcriptions, not their frames."""
+        if getattr(self, "_utterances", None) is None:  # not a field: no option, not in the task's identity
+            self._utterances = scan(self.corpus_root())
+        return [transcription(self._utterances[u].phn) for u in utterances]
+
     def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
         """PER and FER of a split as `load` makes it: every labelled frame of each utterance,
-        together and in order, so each utterance's reference is its own frames' labels."""
+        together and in order; each utterance's PER reference is its .PHN transcription."""
         if len(split) == 0:
             return {"per": 0.0, "fer": 0.0}
         pred = FOLD_INDEX[logits.argmax(1).cpu()].numpy()
         truth = FOLD_INDEX[split.y.cpu()].numpy()
-        cuts = np.flatnonzero(np.diff(split.groups.cpu().numpy())) + 1
+        groups = split.groups.cpu().numpy()
+        cuts = np.flatnonzero(np.diff(groups)) + 1
         hyps = [merge_repeats(seg) for seg in np.split(pred, cuts)]
-        refs = [merge_repeats(seg) for seg in np.split(truth, cuts)]
+        refs = self.references([int(groups[i]) for i in np.r_[0, cuts]])
         return {"per": phone_error_rate(hyps, refs), "fer": 100.0 * float(np.mean(pred != truth))}
