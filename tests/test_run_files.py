@@ -156,6 +156,43 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_every_finished_record
     assert code == 0 and "1 already finished" in err
 
 
+@pytest.mark.parametrize("fails, name", [("savefig", "curves.png"), ("csv", "curves.csv")])
+def test_a_report_file_that_cannot_be_written_whole_is_named_and_the_old_one_kept(capsys, tmp_path, two_tasks,
+                                                                                 monkeypatch, fails, name):
+    """EFBIG mid-figure or a full disk mid-table: one line naming the file, no truncated file left."""
+    import csv as csv_module
+
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "run"
+    assert run(capsys, two_tasks, out)[0] == 0
+    old = (out / name).read_bytes()
+    real_savefig, real_writer = Figure.savefig, csv_module.writer
+
+    def too_big(fig, path, *args, **kwargs):
+        real_savefig(fig, path, *args, **kwargs)
+        if name in os.fspath(path):
+            with open(path, "r+b") as f:
+                f.truncate(100)
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), os.fspath(path))
+
+    def full(f, *args, **kwargs):
+        writer = real_writer(f, *args, **kwargs)
+        if name in f.name:
+            f.write("arch,")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return writer
+
+    if fails == "savefig":
+        monkeypatch.setattr(Figure, "savefig", too_big)
+    else:
+        monkeypatch.setattr(csv_module, "writer", full)
+    assert main(["report", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"layerwise: error: cannot write {out / name}: ") and "Traceback" not in line
+    assert (out / name).read_bytes() == old and not list(out.rglob(".*tmp*"))
+
+
 def test_a_read_only_run_directory_is_one_line_naming_the_path(capsys, two_tasks, stopped_after_one_job, monkeypatch):
     out, before = stopped_after_one_job, snapshot(stopped_after_one_job)
     real_open, real_replace = os.open, os.replace

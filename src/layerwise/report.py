@@ -22,11 +22,12 @@ from .errors import warn
 from .estimate import TRAIN_CAP, VAL_CAP
 from .results import ESTIMATE_COLUMNS
 from .scores import MAX_DIMS
-from .store import Store
+from .store import Store, write_atomic, writing
 
 
 def write_csv(path: Path, header, rows) -> None:
-    with open(path, "w", newline="") as f:
+    """Written atomically: a full disk leaves the old table (or none), never a truncated one."""
+    with writing(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
@@ -344,7 +345,8 @@ def estimate_agreement(out: Path, estimates, real) -> List[str]:
     rows = [[r["arch"], r["score"], _ci_text(r, "tau"), _ci_text(r, "rho"), _ci_text(r, "tau", "_pairs"),
              _ci_text(r, "rho", "_pairs"), r["seeds"]] for r in both.to_dict("records")]
     write_csv(out / "estimate_agreement.csv", header, rows)
-    per_curve.to_csv(out / "estimate_curves.csv", index=False, float_format="%.4f")
+    with writing(out / "estimate_curves.csv") as tmp:
+        per_curve.to_csv(tmp, index=False, float_format="%.4f")
     return ["<p>How far each estimate can be trusted here: rank correlations (Kendall's tau-b, Spearman's rho) "
             "with the real curve, the validation normalised gain averaged over seeds (validation, because "
             "decisions are taken on validation data). Over l_c: within each curve; over pairs: the estimated "
@@ -380,12 +382,12 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     report's path. `planned` is the number of jobs the run planned (0: all of `records`)."""
     run = Run(Path(out), config, list(records), planned)
     run.obs = analysis.observations(run.done)
-    (run.out / "observations.json").write_text(json.dumps(run.obs, indent=1) + "\n")
+    write_atomic(run.out / "observations.json", json.dumps(run.obs, indent=1) + "\n")
     run.tables = write_tables(run.out, run.obs)
     draw_figures(run)
     parts = [part for section in SECTIONS for part in section(run)]
     path = run.out / "report.html"
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>layerwise: "
+    write_atomic(path, f"<!doctype html><html><head><meta charset='utf-8'><title>layerwise: "
                     f"{html.escape(config.get('name', ''))}</title><style>{STYLE}</style></head><body>"
                     + "\n".join(parts) + "</body></html>\n")
     return path

@@ -62,7 +62,8 @@ def writing(path: Path):
         os.replace(tmp, path)
     except OSError as err:
         _discard(tmp)
-        raise UserError(f"cannot write {err.filename or path}: {err.strerror or err}; every finished job is kept: "
+        name = path if err.filename in (None, str(tmp), tmp) else err.filename  # the file meant, not its temporary one
+        raise UserError(f"cannot write {name}: {err.strerror or err}; every finished job is kept: "
                         "make room (or make the folder writable) and run the same command again") from None
     except BaseException:
         _discard(tmp)
