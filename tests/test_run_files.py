@@ -178,7 +178,7 @@ def test_a_report_file_that_cannot_be_written_whole_is_named_and_the_old_one_kep
 
     def full(f, *args, **kwargs):
         writer = real_writer(f, *args, **kwargs)
-        if name in f.name:
+        if name in getattr(f, "name", ""):
             f.write("arch,")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return writer
@@ -218,6 +218,40 @@ def test_a_read_only_run_directory_is_one_line_naming_the_path(capsys, two_tasks
     assert line.startswith("layerwise: error: cannot write ") and str(out) in line and "Read-only file system" in line
     monkeypatch.undo()
     assert snapshot(out) == before and not list(out.rglob("*.tmp*"))
+
+
+def test_report_leaves_a_finished_run_alone_and_reports_a_read_only_one_elsewhere(capsys, tmp_path, one_task, monkeypatch):
+    out = tmp_path / "run"
+    assert run(capsys, one_task, out)[0] == 0
+    results = (out / "results.csv").stat().st_mtime_ns
+    assert main(["report", str(out)]) == 0
+    assert (out / "results.csv").stat().st_mtime_ns == results  # unchanged: not rewritten
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    real_open, real_replace = os.open, os.replace
+
+    def read_only_open(path, flags, *args, **kwargs):  # as a read-only mount answers, even to root
+        if str(out) + os.sep in os.fspath(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def read_only_replace(src, dst, *args, **kwargs):
+        if str(out) + os.sep in os.fspath(dst):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    monkeypatch.setattr(os, "replace", read_only_replace)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{out} cannot be written" in line and "--out" in line and ".tmp" not in line
+    elsewhere = tmp_path / "report"
+    assert main(["report", str(out), "--out", str(elsewhere)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {elsewhere / 'report.html'}"
+    assert (elsewhere / "report.html").exists() and (elsewhere / "results.csv").read_bytes() == before[out / "results.csv"]
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_an_out_folder_that_is_not_a_run_is_refused_and_left_alone(capsys, tmp_path, one_task):

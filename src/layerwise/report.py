@@ -13,16 +13,16 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from . import agreement, analysis, figures
-from .errors import warn
+from .errors import UserError, warn
 from .estimate import TRAIN_CAP, VAL_CAP
 from .results import ESTIMATE_COLUMNS
 from .scores import MAX_DIMS
-from .store import Store, write_atomic, writing
+from .store import Store, write_atomic, write_results, writing
 
 
 def write_csv(path: Path, header, rows) -> None:
@@ -393,11 +393,28 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     return path
 
 
-def report(run_dir: Path) -> Path:
-    """Rebuild the report of a run directory from its config and finished records."""
+def report(run_dir: Path, out: Optional[Path] = None) -> Path:
+    """Rebuild the report of a run directory from its config and finished records, into the run
+    directory or into `out` (with its own results.csv), which leaves the run as it is: the way to
+    report on a read-only run."""
     store = Store(run_dir)
     config = store.read_config()
     plan = store.read_plan()
+    if out is None and not store.writable():
+        raise UserError(f"{run_dir} cannot be written (a read-only copy?); its report goes elsewhere: "
+                        f"layerwise report {run_dir} --out FOLDER")
     records = store.records(plan)
-    store.write_results(records)
-    return write_report(run_dir, records, config, planned=len(plan))
+    if out is None:
+        store.write_results(records)
+        return write_report(Path(run_dir), records, config, planned=len(plan))
+    out = Path(out)
+    if (out / "config.json").exists() or (out / "jobs").exists():
+        raise UserError(f"--out {out} holds a run directory; choose a folder for the report alone")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the report folder {out}: {err.strerror}") from None
+    write_results(out / "results.csv", records)
+    if (Path(run_dir) / "estimates.csv").exists():  # the estimates' section reads them beside the report
+        write_atomic(out / "estimates.csv", (Path(run_dir) / "estimates.csv").read_text())
+    return write_report(out, records, config, planned=len(plan))

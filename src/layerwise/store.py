@@ -16,6 +16,7 @@ deleted: it is named, moved to DIR/damaged/, and its job runs again.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -374,9 +375,32 @@ class Store:
     # results ----------------------------------------------------------------------------
     def write_results(self, records: List[Dict[str, Any]]) -> Path:
         """results.csv: one row per (successful job, split, metric); pandas.read_csv reads it as is."""
-        path = self.root / "results.csv"
-        with writing(path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, RESULT_COLUMNS)
-            writer.writeheader()
-            writer.writerows(result_rows(records))
-        return path
+        return write_results(self.root / "results.csv", records)
+
+    def writable(self) -> bool:
+        """Whether files can be created in the run directory (not a read-only copy or mount)."""
+        probe = self.root / f".layerwise.probe{os.getpid()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        except OSError:
+            return False
+        _discard(probe)
+        return True
+
+
+def write_results(path: Path, records: List[Dict[str, Any]]) -> Path:
+    """results.csv at `path`, left alone when it already says the same: a report of a finished run
+    rewrites nothing (and works on a read-only copy)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, RESULT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(result_rows(records))
+    try:
+        with open(path, newline="") as f:
+            if f.read() == text.getvalue():
+                return path
+    except (OSError, ValueError):
+        pass
+    with writing(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(text.getvalue())
+    return path
