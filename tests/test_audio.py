@@ -182,6 +182,22 @@ def test_a_rewrite_that_keeps_size_and_time_is_caught_by_the_hash_while_the_time
     assert np.allclose(again, log_mel(read_audio(files[0])[0]))
 
 
+@pytest.mark.parametrize("how", ["in place", "renamed over"])  # cp -p; rsync -a and tar x
+def test_other_audio_given_the_old_size_and_time_gets_fresh_features(tmp_path, monkeypatch, how):
+    files = noise_wavs(tmp_path / "corpus", [1, 2], mtime_ns=HOUR_AGO)
+    cached_features(files, LogMel(), tmp_path / "cache", "x", "S")
+    other = noise_wavs(tmp_path / "other", [3, 4], mtime_ns=HOUR_AGO)  # same size, and the same time below
+    if how == "in place":
+        files[1].write_bytes(other[1].read_bytes())
+    else:
+        os.replace(other[1], files[1])
+    os.utime(files[1], ns=(HOUR_AGO, HOUR_AGO))
+    calls = counting_log_mel(monkeypatch)
+    after = cached_features(files, LogMel(), tmp_path / "cache", "x", "S")
+    assert np.allclose(after.feats[after.offsets[1]:], log_mel(read_audio(files[1])[0]))
+    assert len(calls) == 1  # that file only
+
+
 def test_a_touched_file_is_hashed_once_and_not_recomputed(tmp_path, monkeypatch):
     import layerwise.audio as audio
 

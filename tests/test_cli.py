@@ -115,6 +115,30 @@ def test_config_mistakes_name_the_key_and_what_is_valid(capsys, tmp_path, tiny_r
         assert word in err
 
 
+@pytest.mark.parametrize("override, words", [
+    ("train.lr=-0.01", ["train.lr must be positive", "-0.01"]),
+    ("train.lr=0", ["train.lr must be positive", "no weight ever changes"]),
+    ("train.lr=nan", ["train.lr must be a finite number"]),
+    ("train.epochs=0", ["train.epochs must be at least 1"]),
+    ("train.momentum=-0.9", ["train.momentum must be at least 0", "-0.9"]),
+    ("train.weight_decay=-1e-4", ["train.weight_decay must be at least 0", "-0.0001"]),
+    ("train.nesterov=true", ["train.nesterov", "sgd", "momentum"]),
+    ("train.schedule=step", ["schedule", "gamma > 0"]),  # with gamma=0 set below
+    ("seeds=[0,-1]", ["seeds must be a non-empty list of integers from 0 to 2**63 - 1", "-1"]),
+    ("task_options.digits.split_seed=-1", ["[task_options.digits]", "split_seed", "-1"]),
+])
+def test_settings_that_cannot_train_are_refused_before_anything_trains(capsys, tmp_path, tiny_raw, override, words):
+    config = write_config(tmp_path, tiny_raw)
+    extra = ["--set", "train.gamma=0"] if "schedule" in override else []
+    if "nesterov" in override:
+        extra = ["--set", "train.optimizer=sgd", "--set", "train.momentum=0"]
+    err = mistake(capsys, "run", str(config), "--set", override, *extra, "--out", str(tmp_path / "run"))
+    assert str(config) in err.splitlines()[-1] or "train." in err
+    for word in words:
+        assert word in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_incompatible_shapes_between_primary_and_secondary(capsys, tmp_path, tiny_raw):
     config = write_config(tmp_path, tiny_raw)
     err = mistake(capsys, "run", str(config), "--set", "task_options.digits.size=8", "--set",

@@ -71,6 +71,26 @@ def test_image_folder_with_split_folders_gives_exact_labels_pixels_and_splits(tm
     assert abs(x.mean().item()) < 1e-5
 
 
+def test_bmp_gif_webp_and_tiff_images_are_read_not_ignored(tmp_path):
+    root = tmp_path / "pics"
+    for i, suffix in enumerate((".bmp", ".gif", ".webp", ".tif", ".tiff", ".png")):
+        write_image(root / "train" / "a" / f"{i}{suffix}", 10)
+        write_image(root / "train" / "b" / f"{i}{suffix}", 200)
+    for split in ("val", "test"):
+        image_folder(root / split, {"a": 1, "b": 1})
+    data = task_from_path(root, shape=[1, 5, 6]).load()  # a GIF opens as a palette image: read as colour unset
+    assert data.train.y.tolist() == [0] * 6 + [1] * 6
+    assert np.allclose(grey_levels(data.train), [10] * 6 + [200] * 6, atol=3)  # WebP is lossy
+
+
+def test_a_class_with_no_val_or_test_examples_is_named_in_a_warning(tmp_path, capsys):
+    root = image_folder(tmp_path / "pics", {"common": 10, "rare": 1})
+    task_from_path(root).load()
+    err = capsys.readouterr().err
+    assert f"{root}: class rare has no examples in the val split" in err
+    assert f"{root}: class rare has no examples in the test split" in err and "common" not in err
+
+
 def test_image_folder_is_resized_and_converted_to_the_given_shape(tmp_path):
     root = image_folder(tmp_path / "pics", {"a": 4, "b": 4}, mode="RGB", size=(9, 7))
     grey = task_from_path(root, shape=[1, 4, 3])
@@ -282,6 +302,50 @@ def test_bad_arrays_are_named(tmp_path, arrays, words):
     np.savez(tmp_path / "d.npz", **arrays)
     message = error(lambda: task_from_path(tmp_path / "d.npz"))
     assert str(tmp_path / "d.npz") in message and words in message
+
+
+@pytest.mark.parametrize("split, value", [("train", np.nan), ("val", np.inf), ("test", np.nan), ("test", 1e300)])
+def test_nan_or_inf_in_arrays_stops_the_run_naming_the_file_and_split(tmp_path, capsys, split, value):
+    """In training data they would read as "diverged, try a lower lr"; in val or test as errors."""
+    rng = np.random.default_rng(0)
+    arrays = {f"{k}_{s}": v for s in ("train", "val", "test")
+              for k, v in (("x", rng.normal(size=(8, 1, 16, 16))), ("y", np.arange(8) % 2))}
+    arrays[f"x_{split}"][5, 0, 3, 3] = value
+    np.savez(tmp_path / "d.npz", **arrays)
+    (tmp_path / "mine.toml").write_text("\n".join([
+        'tasks = ["mine"]', 'archs = ["alexnet-small"]', "[train]", "epochs = 1", '[arch_options."alexnet-small"]',
+        "width = 4", "hidden = 16", "[data.mine]", 'kind = "arrays"', 'path = "d.npz"']) + "\n")
+    assert main(["run", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'd.npz'} [x_{split}] holds NaN, inf" in err[0] and "row 5" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (64,), (1, 2, 2), (1, 16)])
+def test_arrays_of_a_shape_the_network_cannot_take_stop_the_run_naming_the_file_and_shapes(tmp_path, capsys, shape):
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, *shape)), y=np.arange(20) % 2)
+    (tmp_path / "mine.toml").write_text("\n".join([
+        'tasks = ["mine"]', 'archs = ["alexnet-small"]', "[train]", "epochs = 1", '[arch_options."alexnet-small"]',
+        "width = 4", "hidden = 16", "[data.mine]", 'kind = "arrays"', 'path = "d.npz"']) + "\n")
+    assert main(["run", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert f"{tmp_path / 'd.npz'} holds examples of shape {shape}, which alexnet-small" in err[0]
+    assert "cannot take" in err[0]
+    assert not list((tmp_path / "run").glob("jobs/*.json"))
+
+
+def test_arrays_an_architecture_builds_on_but_cannot_run_are_named_with_the_shape_it_expects(tmp_path, capsys):
+    """densenet builds on any shape; only a forward pass meets the conv2d error."""
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 16, 16)), y=np.arange(20) % 2)
+    (tmp_path / "mine.toml").write_text("\n".join([
+        'tasks = ["mine"]', 'archs = ["densenet6"]', "[train]", "epochs = 1",
+        "[data.mine]", 'kind = "arrays"', 'path = "d.npz"']) + "\n")
+    assert main(["run", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert f"{tmp_path / 'd.npz'} holds examples of shape (16, 16), which densenet6 cannot take (it expects images (C, H, W)" in err[0]
+    assert not list((tmp_path / "run").glob("jobs/*.json"))
 
 
 def test_a_file_that_is_not_npz_and_a_missing_path_say_what_was_expected(tmp_path):

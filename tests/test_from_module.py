@@ -103,3 +103,43 @@ def test_unknown_and_unordered_cuts_are_named():
         LayeredNet.from_module(ResNet(in_channels=1), ["layer1", "layer9"], x)
     with pytest.raises(UserError, match=r"execution order, which is \['layer1', 'layer2'\]"):
         LayeredNet.from_module(ResNet(in_channels=1), ["layer2", "layer1"], x)
+
+
+class TrainingOnly(nn.Module):
+    """A chain in evaluation mode; in training mode something between `a` and `b` is not a submodule."""
+
+    def __init__(self, between):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+        self.between = between
+
+    def forward(self, x):
+        return self.c(self.b(self.between(self, self.a(x))))
+
+
+def test_functional_dropout_between_submodules_is_refused_as_training_only():
+    dropout = TrainingOnly(lambda m, h: nn.functional.dropout(h, 0.5, m.training))
+    with pytest.raises(UserError, match=r"'b' does not receive the output of 'a'.*in training mode.*nn\.Dropout"):
+        LayeredNet.from_module(dropout, ["a", "b"], example(4))
+
+
+def test_a_detach_between_submodules_is_refused_as_cutting_the_gradient():
+    detached = TrainingOnly(lambda m, h: h.detach())
+    with pytest.raises(UserError, match=r"'b' receives the output of 'a' cut off from autograd"):
+        LayeredNet.from_module(detached, ["a", "b"], example(4))
+
+
+def test_a_dropout_submodule_is_a_chain_in_training_mode_too():
+    net = LayeredNet.from_module(TrainingOnly(lambda m, h: h), ["a", "b"], example(4))
+    assert net.num_layers == 2
+
+
+def test_cuts_given_as_a_string_are_refused_and_cutting_leaves_the_module_as_it_was():
+    x = example(1, 32, 32)
+    resnet = trained_statistics(ResNet(in_channels=1), x)
+    state = {k: v.clone() for k, v in resnet.state_dict().items()}
+    net = LayeredNet.from_module(resnet, CUTS["resnet"], x)
+    assert net.num_layers == 5 and torch.equal(net.eval()(x), resnet(x))
+    assert all(torch.equal(v, state[k]) for k, v in resnet.state_dict().items())  # batch norm stats untouched
+    with pytest.raises(UserError, match=r"at 'resnet': cuts must be a list of submodule names, not a string.*CUTS"):
+        LayeredNet.from_module(resnet, "resnet", x)

@@ -92,6 +92,17 @@ def test_a_checkpoint_that_does_not_fit_is_named_in_one_line(checkpoint, change,
     assert __import__("re").search(message, err)
 
 
+def test_a_checkpoint_with_nan_weights_is_named_not_trained_as_a_divergence(checkpoint, tiny_raw, tmp_path, capsys):
+    checkpoint["layers.0.0.weight"][0, 0, 0, 0] = float("nan")
+    save_file(checkpoint, str(tmp_path / "nan.safetensors"))
+    (tmp_path / "given.toml").write_text(toml_of(given_config(tiny_raw, "nan.safetensors")))
+    code = main(["run", str(tmp_path / "given.toml"), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "diverged" in err  # "a model saved after it diverged?"
+    assert f"checkpoint {tmp_path / 'nan.safetensors'} holds NaN or inf in layers.0.0.weight" in err
+    assert not (tmp_path / "run" / "jobs").exists() or not list((tmp_path / "run" / "jobs").iterdir())
+
+
 class Payload:
     """Unpickling this runs code: it creates the file `marker`."""
 

@@ -76,6 +76,32 @@ def test_damaged_records_are_named_set_aside_and_run_again(capsys, tmp_path, two
     assert all((out / "jobs" / name).read_bytes() == data for name, data in intact.items())
 
 
+@pytest.mark.parametrize("damage, problem", [
+    (lambda r: r["val"].update(accuracy=float("nan")), "val.accuracy is nan, expected a finite number"),
+    (lambda r: r["test"].update(accuracy=float("inf")), "test.accuracy is inf"),
+    (lambda r: r.update(val=[1.0]), "val is list"),
+    (lambda r: r.pop("arch"), "arch"),
+    (lambda r: r.pop("num_layers"), "num_layers"),
+    (lambda r: r.pop("metric"), "lacks metric"),
+])
+def test_a_record_with_bare_nan_or_missing_fields_is_damaged_and_run_again(capsys, tmp_path, one_task, damage, problem):
+    """Python's json reads a bare NaN; a record lacking what the report needs made run and report fail
+    with a KeyError even with nothing to run."""
+    out = tmp_path / "run"
+    assert run(capsys, one_task, out)[0] == 0
+    (path,) = (out / "jobs").glob("*.json")
+    record = strict_json(path)
+    damage(record)
+    path.write_text(json.dumps(record))  # json writes NaN bare
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{path} is damaged" in err and problem in err and "Traceback" not in err
+    assert (out / "damaged" / path.name).exists() and not path.exists()
+    code, err = run(capsys, one_task, out)
+    assert code == 0 and "ran 1 jobs" in err
+    assert strict_json(path)["status"] == "ok"
+
+
 def test_a_damaged_checkpoint_is_named_and_its_primary_trained_again_before_its_transfer(capsys, tmp_path, two_tasks):
     out = tmp_path / "run"
     assert run(capsys, two_tasks, out)[0] == 0
@@ -130,6 +156,43 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_every_finished_record
     assert code == 0 and "1 already finished" in err
 
 
+@pytest.mark.parametrize("fails, name", [("savefig", "curves.png"), ("csv", "curves.csv")])
+def test_a_report_file_that_cannot_be_written_whole_is_named_and_the_old_one_kept(capsys, tmp_path, two_tasks,
+                                                                                 monkeypatch, fails, name):
+    """EFBIG mid-figure or a full disk mid-table: one line naming the file, no truncated file left."""
+    import csv as csv_module
+
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "run"
+    assert run(capsys, two_tasks, out)[0] == 0
+    old = (out / name).read_bytes()
+    real_savefig, real_writer = Figure.savefig, csv_module.writer
+
+    def too_big(fig, path, *args, **kwargs):
+        real_savefig(fig, path, *args, **kwargs)
+        if name in os.fspath(path):
+            with open(path, "r+b") as f:
+                f.truncate(100)
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), os.fspath(path))
+
+    def full(f, *args, **kwargs):
+        writer = real_writer(f, *args, **kwargs)
+        if name in getattr(f, "name", ""):
+            f.write("arch,")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return writer
+
+    if fails == "savefig":
+        monkeypatch.setattr(Figure, "savefig", too_big)
+    else:
+        monkeypatch.setattr(csv_module, "writer", full)
+    assert main(["report", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"layerwise: error: cannot write {out / name}: ") and "Traceback" not in line
+    assert (out / name).read_bytes() == old and not list(out.rglob(".*tmp*"))
+
+
 def test_a_read_only_run_directory_is_one_line_naming_the_path(capsys, two_tasks, stopped_after_one_job, monkeypatch):
     out, before = stopped_after_one_job, snapshot(stopped_after_one_job)
     real_open, real_replace = os.open, os.replace
@@ -157,6 +220,40 @@ def test_a_read_only_run_directory_is_one_line_naming_the_path(capsys, two_tasks
     assert snapshot(out) == before and not list(out.rglob("*.tmp*"))
 
 
+def test_report_leaves_a_finished_run_alone_and_reports_a_read_only_one_elsewhere(capsys, tmp_path, one_task, monkeypatch):
+    out = tmp_path / "run"
+    assert run(capsys, one_task, out)[0] == 0
+    results = (out / "results.csv").stat().st_mtime_ns
+    assert main(["report", str(out)]) == 0
+    assert (out / "results.csv").stat().st_mtime_ns == results  # unchanged: not rewritten
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    real_open, real_replace = os.open, os.replace
+
+    def read_only_open(path, flags, *args, **kwargs):  # as a read-only mount answers, even to root
+        if str(out) + os.sep in os.fspath(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def read_only_replace(src, dst, *args, **kwargs):
+        if str(out) + os.sep in os.fspath(dst):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    monkeypatch.setattr(os, "replace", read_only_replace)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{out} cannot be written" in line and "--out" in line and ".tmp" not in line
+    elsewhere = tmp_path / "report"
+    assert main(["report", str(out), "--out", str(elsewhere)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {elsewhere / 'report.html'}"
+    assert (elsewhere / "report.html").exists() and (elsewhere / "results.csv").read_bytes() == before[out / "results.csv"]
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_an_out_folder_that_is_not_a_run_is_refused_and_left_alone(capsys, tmp_path, one_task):
     out = tmp_path / "mine"
     out.mkdir()
@@ -165,6 +262,20 @@ def test_an_out_folder_that_is_not_a_run_is_refused_and_left_alone(capsys, tmp_p
     assert str(out) in err and "not a layerwise run directory" in err and "results.csv" in err and "--out" in err
     assert sorted(p.name for p in out.iterdir()) == ["results.csv"]
     assert (out / "results.csv").read_text() == "my,own,results\n"
+
+
+@pytest.mark.parametrize("flag", [[], ["--extend"], ["--replace"]])
+def test_an_out_folder_with_someone_elses_config_json_is_never_written_into(capsys, tmp_path, one_task, flag):
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "config.json").write_text('{"learning_rate": 0.1}\n')
+    (out / "results.csv").write_text("their,own,results\n")
+    err = mistake(capsys, "run", str(one_task), "--out", str(out), *flag)
+    assert str(out) in err and "not a layerwise run directory" in err and "config.json" in err
+    assert "different experiment" not in err and "--extend" not in err.splitlines()[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "results.csv"]
+    assert (out / "config.json").read_text() == '{"learning_rate": 0.1}\n'
+    assert (out / "results.csv").read_text() == "their,own,results\n"
 
 
 def test_a_second_lock_on_a_run_directory_is_refused_at_once_and_a_half_written_start_is_not_foreign(tmp_path):
@@ -208,6 +319,21 @@ def test_another_experiment_in_a_run_directory_is_refused_unless_extended_or_rep
     assert json.loads((out / "config.json").read_text())["seeds"] == [1]
     assert len(json.loads((out / "plan.json").read_text())) == 1 and len(snapshot(out)) == 2
     assert config != (out / "config.json").read_text()
+
+
+def test_replacing_an_experiment_sets_its_estimates_aside_too(capsys, tmp_path, one_task):
+    """The new experiment's report must not show the old one's estimates."""
+    out = tmp_path / "run"
+    assert run(capsys, one_task, out)[0] == 0
+    old = {"estimates.csv": "arch,old\n", "estimate_freeze.csv": "old\n", "estimates.png": "old png"}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    code, err = run(capsys, one_task, out, "--set", "seeds=[1]", "--replace")
+    assert code == 0 and "estimates" in err
+    (aside,) = (out / "replaced").iterdir()
+    for name, text in old.items():
+        assert not (out / name).exists() and (aside / name).read_text() == text, name
+    assert "estimates.png" not in (out / "report.html").read_text()
 
 
 def test_extending_an_experiment_keeps_the_description_of_its_data_tasks(tmp_path):

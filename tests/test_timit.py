@@ -7,7 +7,7 @@ import torch
 from layerwise.audio import LogMel, read_audio
 from layerwise.errors import UserError
 from layerwise.tasks import TASKS, Split, make_task
-from layerwise.tasks.timit import (CORE_TEST, DEV_SPEAKERS, FOLD_INDEX, PHONES, PHONES39, Timit, edit_distance,
+from layerwise.tasks.timit import (CORE_TEST, DEV_SPEAKERS, FOLD_INDEX, PHONES, PHONES39, Q, Timit, edit_distance,
                                    frame_labels, merge_repeats, read_phn, scan)
 from speech_corpora import write_timit
 
@@ -91,26 +91,48 @@ def test_examples_are_windows_labelled_from_the_phn_files_without_q(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["TEST", "TRAIN"]  # the cache lives elsewhere
 
 
-def test_perfect_frame_predictions_score_per_zero_though_some_phones_cover_no_frame(tmp_path):
+def test_phones_shorter_than_a_hop_are_in_the_reference_so_perfect_frames_score_their_deletions(tmp_path):
     write_timit(tmp_path, seed=2)
     task = Timit(root=str(tmp_path))
     data = task.load()
-    # The corpus has phones no frame centre falls in (short releases): a reference read from the
-    # .PHN files would hold them, and perfect frame predictions would score above 0.
+    # The corpus has phones no frame centre falls in (short releases): no frame classifier can
+    # output them, and the reference, the .PHN transcription, holds them: they are deletions.
     centres = LogMel().frame_centres
     test = [u for u in scan(tmp_path) if u.split == "test"]
-    frameless = 0
+    deletions, reference = 0, 0
     for utt in test:
         segments = read_phn(utt.phn)
         n = LogMel().num_frames(len(read_audio(utt.audio)[0]))
-        covered = set(frame_labels(segments, centres(n)).tolist())
-        frameless += sum(p not in covered for p in segments.phones)
-    assert frameless > 0
+        frames = frame_labels(segments, centres(n))
+        folded = merge_repeats(FOLD_INDEX[torch.from_numpy(segments.phones)].numpy())
+        heard = merge_repeats(FOLD_INDEX[torch.from_numpy(frames[(frames >= 0) & (frames != Q)])].numpy())
+        deletions += edit_distance(heard, folded)
+        reference += len(folded)
+    assert deletions > 0
     perfect = torch.nn.functional.one_hot(data.test.y, 61).float()
-    scores = Timit(root=str(tmp_path)).score(perfect, data.test)
-    assert scores["fer"] == 0 and scores["per"] == 0
-    wrong = perfect.roll(1, dims=1)  # every frame one phone off: the references are not empty
+    scores = Timit(root=str(tmp_path)).score(perfect, data.test)  # a fresh task reads the references too
+    assert scores["fer"] == 0 and scores["per"] == pytest.approx(100 * deletions / reference) and scores["per"] > 0
+    wrong = perfect.roll(1, dims=1)  # every frame one phone off
     assert Timit(root=str(tmp_path)).score(wrong, data.test)["per"] > 50
+
+
+class Transcribed(Timit):
+    """Timit with the references given, not read from a corpus."""
+
+    def __init__(self, *transcriptions):
+        super().__init__()
+        self.given = [merge_repeats(FOLD_INDEX[phones(*t.split())].numpy()) for t in transcriptions]
+
+    def references(self, utterances):
+        return [self.given[u] for u in utterances]
+
+
+def test_a_phone_that_covers_no_frame_is_a_deletion():
+    # The transcription "h# aa b aa h#": b is shorter than a hop, so no frame is labelled b.
+    frames = phones("h#", "aa", "aa", "aa", "h#")
+    logits = torch.nn.functional.one_hot(frames, 61).float()
+    scores = Transcribed("h# aa b aa h#").score(logits, Split(torch.zeros(5, 1), frames, torch.zeros(5, dtype=torch.long)))
+    assert scores["fer"] == 0 and scores["per"] == pytest.approx(100 * 2 / 5)  # sil aa sil: b and an aa deleted
 
 
 def test_edit_distance_counts_substitutions_deletions_and_insertions():
@@ -129,9 +151,9 @@ def phones(*names):
 
 
 def test_phone_error_rate_of_a_hand_worked_split():
-    # Three utterances; references from the true frame labels, folded and merged:
+    # Three utterances; references from their transcriptions, folded and merged:
     # sil aa b sil | s iy | m aa n (9 phones).
-    task = Timit()
+    task = Transcribed("h# aa ao b pau", "s iy", "m aa n")
     truth = torch.cat([phones("h#", "aa", "ao", "ao", "b", "pau"), phones("s", "iy", "iy"), phones("m", "aa", "n")])
     # sil aa ae b sil: one insertion; sh iy: one substitution; m n: one deletion.
     pred = torch.cat([phones("h#", "ao", "ae", "b", "b", "h#"), phones("sh", "sh", "iy"), phones("m", "m", "n")])
@@ -174,7 +196,7 @@ def test_audio_running_past_the_last_phone_loads(tmp_path):
     assert len(Timit(root=str(tmp_path)).load().test) > 0
 
 
-@pytest.mark.parametrize("damage", ["past the audio", "out of order"])
+@pytest.mark.parametrize("damage", ["past the audio", "out of order", "well before the audio ends"])
 def test_a_phn_that_does_not_fit_its_audio_names_both_files_and_the_samples(tmp_path, damage):
     write_timit(tmp_path, seed=5)
     utt = first_test_utterance(tmp_path)
@@ -184,6 +206,11 @@ def test_a_phn_that_does_not_fit_its_audio_names_both_files_and_the_samples(tmp_
         start, _, phone = lines[-1].split()
         lines[-1] = f"{start} {samples + 480} {phone}"
         expected = rf"line {len(lines)} .*ends at sample {samples + 480}, past the end of the audio .*{samples} samples"
+    elif damage == "well before the audio ends":  # another, shorter utterance's labels
+        while samples - int(lines[-1].split()[1]) <= 8000:
+            lines.pop()
+        end = int(lines[-1].split()[1])
+        expected = rf"line {len(lines)} .*the last segment ends at sample {end}, .* s before the end of the audio .*at most 0.5 s"
     else:
         lines[2], lines[3] = lines[3], lines[2]  # line 4 now starts before line 3 ends
         start, end = int(lines[3].split()[0]), int(lines[2].split()[1])

@@ -82,6 +82,31 @@ def test_a_diverged_loss_stops_training_with_the_reason_and_the_epochs_it_ran():
     assert [h["epoch"] for h in failed.value.history] == [1]  # stopped at the first epoch's check
 
 
+def test_a_divergence_on_the_last_step_fails_the_training_instead_of_scoring_chance(monkeypatch):
+    """The losses of the steps taken were finite; the state the job ends with is not."""
+    from layerwise import train
+    from layerwise.train import TrainingFailed
+
+    real = train.make_optimizer
+
+    def diverging_on_the_last_step(params, cfg):
+        optimizer = real(params, cfg)
+
+        def then_nan(optimizer, args, kwargs):
+            with torch.no_grad():
+                optimizer.param_groups[0]["params"][0].fill_(float("nan"))
+        optimizer.register_step_post_hook(then_nan)
+        return optimizer
+
+    monkeypatch.setattr(train, "make_optimizer", diverging_on_the_last_step)
+    data = random_data()
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=1, lr=0.01, batch_size=len(data.train))  # one step: the last one
+    with pytest.raises(TrainingFailed, match=r"diverged in epoch 1: .* NaN or inf.*train\.lr") as failed:
+        fit(small_net(), Random(), data, cfg, seed=0)
+    assert [h["epoch"] for h in failed.value.history] == [1]
+
+
 def test_a_batch_of_one_is_refused_by_name():
     from layerwise import UserError
 

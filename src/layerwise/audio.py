@@ -176,7 +176,10 @@ class Features(NamedTuple):
     samples: np.ndarray  # (U,) int64
 
 
-# A file's size and modification time (ns) stand for its content, except when the time is this
+# A file's size, modification time (ns), inode and change time stand for its content. The
+# modification time alone does not: `cp -p`, `rsync -a` and `tar x` give other content the old
+# file's size and time, but none of them can set the change time (every write and utime moves it)
+# and rsync's and tar's new files have new inodes. Except when the modification time is this
 # close to when the file was read: clocks that tick in milliseconds (or, on some filesystems,
 # seconds) give a file rewritten within one tick the time it had, so such a file is checked by
 # its content hash instead (the rule git uses for its index).
@@ -184,6 +187,7 @@ RACY_NS = 2_000_000_000
 
 
 ENTRY_KEYS = ("feats", "offsets", "samples", "sizes", "mtimes", "hashes", "read_ns")
+IDENTITY_KEYS = ("inodes", "ctimes")  # absent from entries written before them: their files are hashed once
 
 
 def read_entry(path: Path) -> Optional[Dict[str, np.ndarray]]:
@@ -191,7 +195,7 @@ def read_entry(path: Path) -> Optional[Dict[str, np.ndarray]]:
     ever a copy of what can be computed again, so a damaged one is simply replaced)."""
     try:
         with np.load(path) as f:
-            return {k: f[k] for k in ENTRY_KEYS}
+            return {**{k: f[k] for k in ENTRY_KEYS}, **{k: f[k] if k in f.files else None for k in IDENTITY_KEYS}}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
 
@@ -200,11 +204,11 @@ SAME, VERIFIED = "same", "verified"
 
 
 def check_entry(files: Sequence[Path], stats, entry) -> Tuple[list, List[Optional[bytes]]]:
-    """Per file: SAME (size and time as recorded), VERIFIED (not, but the content hash is) or
-    None (changed, or no entry); and the content hashes known so far.
+    """Per file: SAME (size, times and inode as recorded), VERIFIED (not, but the content hash is)
+    or None (changed, or no entry); and the content hashes known so far.
 
-    A file whose size differs has changed. One whose size and time match, and whose time is not
-    racy, has not. Any other (a file touched or restored in place has a new time; one rewritten
+    A file whose size differs has changed. One whose size, modification and change times and
+    inode match, and whose times are not racy, has not. Any other (a file touched or restored in place has a new time; one rewritten
     with the same size has a new time, or a racy one) is hashed and compared with the entry's."""
     n = len(files)
     if entry is None or len(entry["sizes"]) != n:
@@ -215,7 +219,8 @@ def check_entry(files: Sequence[Path], stats, entry) -> Tuple[list, List[Optiona
         if st.st_size != sizes[i]:
             continue
         stored = hashes[i].tobytes()
-        if st.st_mtime_ns == mtimes[i] and mtimes[i] < read_ns - RACY_NS:
+        same_file = entry["inodes"] is not None and st.st_ino == entry["inodes"][i] and st.st_ctime_ns == entry["ctimes"][i]
+        if same_file and st.st_mtime_ns == mtimes[i] and mtimes[i] < read_ns - RACY_NS:
             status[i], known[i] = SAME, stored
         else:
             known[i] = file_hash(p)
@@ -229,7 +234,7 @@ def cached_features(files: Sequence[Path], settings: LogMel, cache_dir: Path, pr
 
     Computed once and kept in `cache_dir` (never inside the corpus, which may be read-only), under
     a key made of the settings, the feature version and the file list. The entry records each
-    file's size, modification time and SHA-256: a file replaced by other audio (even of the same
+    file's size, modification and change times, inode and SHA-256: a file replaced by other audio (even of the same
     size) is computed again, and only that file. Hashing every file on every load instead would
     read the whole corpus each time (a gigabyte or more for IEMOCAP) where a `stat` per file
     costs microseconds; the hash is read only for a file whose time changed or is racy.
@@ -279,6 +284,8 @@ def write_entry(path: Path, features: Features, stats, hashes: List[bytes], read
     """Write a cache entry atomically: the features, and what each file looked like when read."""
     manifest = dict(sizes=np.array([st.st_size for st in stats], dtype=np.int64),
                     mtimes=np.array([st.st_mtime_ns for st in stats], dtype=np.int64),
+                    inodes=np.array([st.st_ino for st in stats], dtype=np.uint64),
+                    ctimes=np.array([st.st_ctime_ns for st in stats], dtype=np.int64),
                     hashes=np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), 32),
                     read_ns=np.int64(read_ns))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -110,8 +110,8 @@ def cmd_freeze(args) -> int:
     return code
 
 
-def cmd_report(run_dir: str) -> int:
-    print(f"report: {report(Path(run_dir))}")
+def cmd_report(run_dir: str, out: Optional[str] = None) -> int:
+    print(f"report: {report(Path(run_dir), None if out is None else Path(out))}")
     return 0
 
 
@@ -201,6 +201,8 @@ def parser() -> argparse.ArgumentParser:
     frz.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="rebuild the figures and report.html of a run directory")
     rep.add_argument("dir")
+    rep.add_argument("--out", help="folder for the report (figures, tables, report.html, results.csv) instead of the "
+                                   "run directory, which is then left as it is (a read-only run)")
     sub.add_parser("list", help="tasks and architectures")
     fetch = sub.add_parser("fetch", help="download a corpus from its official source, checked by MD5")
     fetch.add_argument("name", help="cifar10, cifar100, svhn or svhn-extra")
@@ -221,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "estimate":
             return cmd_estimate(args.config, args.out, args.overrides, args.quiet, args.executor, args.address)
         if args.command == "report":
-            return cmd_report(args.dir)
+            return cmd_report(args.dir, args.out)
         if args.command == "fetch":
             return cmd_fetch(args.name, args.root)
         return cmd_list()

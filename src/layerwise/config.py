@@ -179,7 +179,9 @@ def _integers(value: Any) -> bool:
 # The config's plain settings: key -> (default, whether a value is valid, what is expected, how it
 # is kept when it is not kept as given).
 SETTINGS: Dict[str, Tuple[Any, Callable[[Any], bool], str, Optional[Callable[[Any], Any]]]] = {
-    "seeds": ([0], _integers, "a non-empty list of integers", lambda v: list(dict.fromkeys(v))),
+    # seeds outside torch's range would fail only when their jobs start, after others trained
+    "seeds": ([0], lambda v: _integers(v) and all(0 <= s < 2 ** 63 for s in v),
+              "a non-empty list of integers from 0 to 2**63 - 1", lambda v: list(dict.fromkeys(v))),
     "frozen": ("all", lambda v: v == "all" or _integers(v), '"all" or a list of integers (l_c values)',
                lambda v: v if v == "all" else sorted(set(v))),
     "checkpoints": ("all", lambda v: v in CHECKPOINTS, f"one of {', '.join(CHECKPOINTS)}", None),
@@ -284,7 +286,11 @@ def check_options(cfg: Config) -> None:
     """Build every task's options and check every architecture's against its builder now, with
     no data loaded, rather than halfway through a sweep."""
     for name in dict.fromkeys([*cfg.tasks, *cfg.task_options]):
-        cfg.task(name)
+        split_seed = getattr(cfg.task(name), "split_seed", 0)
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int) or not 0 <= split_seed < 2 ** 63:
+            table = f"data.{name}" if name in cfg.data else f"task_options.{name}"
+            raise UserError(f"{cfg.source} [{table}]: split_seed must be an integer from 0 to 2**63 - 1; "
+                            f"got {split_seed!r}")
     for name in dict.fromkeys([*cfg.archs, *cfg.arch_options]):
         if name not in cfg.custom_archs:
             check_call_options(ARCHS[name], cfg.arch_options.get(name, {}), 2,

@@ -40,6 +40,9 @@ def cut_module(module: nn.Module, cuts: Sequence[str], example: torch.Tensor,
     the module's own output. `make_head(num_outputs)` defaults to a linear layer on the flattened
     output of the last body layer."""
     what = type(module).__name__
+    if isinstance(cuts, str):  # iterated, it would be a list of one-letter names
+        raise UserError(f"cannot cut {what} at {cuts!r}: cuts must be a list of submodule names, not a string; a "
+                        f"family's list is layerwise.nets.cuts.CUTS[{cuts!r}] (a given primary's cuts may name it)")
     cuts = _check_names(module, list(cuts), what)
     atoms = _atoms(module, "", cuts)
     calls, traced = _trace(module, atoms, example, what)
@@ -47,6 +50,7 @@ def cut_module(module: nn.Module, cuts: Sequence[str], example: torch.Tensor,
     _check_order(order, cuts, what)
     pieces, tail = _pieces(atoms, calls, cuts)
     flatten_after = _check_chain(atoms, calls, pieces, example, traced, what)
+    _check_training_chain(module, atoms, calls, pieces, example, what)
     layers = [_sequential(atoms, piece, flatten_after) for piece in pieces]
     head = _sequential(atoms, tail, flatten_after) if tail else nn.Identity()
     was_training = module.training
@@ -100,11 +104,13 @@ def _atoms(module: nn.Module, prefix: str, cuts: List[str]) -> List[Atom]:
     return out
 
 
-def _trace(module: nn.Module, atoms: List[Atom], example: torch.Tensor, what: str):
-    """Run `module(example)` in evaluation mode, recording the order in which the atoms run and a
-    copy of what each receives and returns (copies: an in-place ReLU would change them later)."""
+def _trace(module: nn.Module, atoms: List[Atom], example: torch.Tensor, what: str, training: bool = False):
+    """Run `module(example)` in evaluation mode (or training mode, with autograd on), recording the
+    order in which the atoms run, a copy of what each receives and returns (copies: an in-place
+    ReLU would change them later), and which atoms received a tensor autograd cannot reach."""
     calls: List[int] = []
     seen: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
+    grads: Dict[int, List[bool]] = {}  # in training mode: whether each atom's input and output require grad
     problems: List[str] = []
 
     def before(i):
@@ -116,6 +122,7 @@ def _trace(module: nn.Module, atoms: List[Atom], example: torch.Tensor, what: st
             else:
                 calls.append(i)
                 seen[i] = (args[0].detach().clone(), None)
+                grads[i] = [args[0].requires_grad, False]
         return hook
 
     def after(i):
@@ -125,6 +132,7 @@ def _trace(module: nn.Module, atoms: List[Atom], example: torch.Tensor, what: st
                     problems.append(f"{atoms[i][0]!r} returns {type(output).__name__}, not one tensor")
                 else:
                     seen[i] = (seen[i][0], output.detach().clone())
+                    grads[i][1] = output.requires_grad
         return hook
 
     handles = []
@@ -133,8 +141,8 @@ def _trace(module: nn.Module, atoms: List[Atom], example: torch.Tensor, what: st
         handles.append(atom.register_forward_hook(after(i)))
     was_training = module.training
     try:
-        with torch.no_grad():
-            output = module.eval()(example)
+        with torch.set_grad_enabled(training):
+            output = module.train(training)(example)
     finally:
         for h in handles:
             h.remove()
@@ -143,7 +151,44 @@ def _trace(module: nn.Module, atoms: List[Atom], example: torch.Tensor, what: st
         raise UserError(f"cannot cut {what}: {problems[0]}; its forward is not a chain of submodules there")
     if not isinstance(output, torch.Tensor):
         raise UserError(f"cannot cut {what}: its forward returns {type(output).__name__}, not one tensor")
+    if training:
+        return calls, (output.detach(), seen), grads
     return calls, (output, seen)
+
+
+def _check_training_chain(module: nn.Module, atoms: List[Atom], calls: List[int], pieces: List[List[int]],
+                          example: torch.Tensor, what: str) -> None:
+    """The chain again in training mode, where the cut net trains: a function the forward applies
+    only then (functional dropout, `F.dropout(x, training=self.training)`) or one that cuts the
+    gradient (`.detach()`) would make the cut net train differently from the module. The module's
+    batch-norm statistics and the random state are left as they were."""
+    buffers = [(b, b.detach().clone()) for b in module.buffers()]
+    x = (example if len(example) > 1 else torch.cat([example, example])).detach().clone()  # batch norm needs two
+    if x.is_floating_point():  # not a leaf: an in-place first submodule may write into it
+        x = x.requires_grad_(True).clone()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            train_calls, traced, grads = _trace(module, atoms, x, what, training=True)
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    if train_calls != calls:
+        raise UserError(f"cannot cut {what}: in training mode its forward runs other submodules than in evaluation "
+                        "mode; cut a module whose forward is the same chain in both")
+    try:
+        _check_chain(atoms, calls, pieces, x, traced, what)
+    except UserError as err:
+        raise UserError(f"{err} (in training mode: a function applied only while training, such as functional "
+                        "dropout, breaks the chain; make it a submodule, nn.Dropout)") from None
+    for n, i in enumerate(calls):
+        reached = x.requires_grad if n == 0 else grads[calls[n - 1]][1]
+        if not reached or grads[i][0]:
+            continue
+        after = f"the output of {atoms[calls[n - 1]][0]!r}" if n else "the module's input"
+        raise UserError(f"cannot cut {what}: {atoms[i][0]!r} receives {after} cut off from autograd (a .detach() or "
+                        "torch.no_grad between them), so the cut net would train what the module does not; remove it")
 
 
 def _check_order(order: List[str], cuts: List[str], what: str) -> None:

@@ -18,9 +18,20 @@ from typing import List
 import numpy as np
 
 from .scores import SCORES
+from .store import writing
 
 ESTIMATE_LABELS = {"real": "real: normalised gain (val)", "probe": "linear probe accuracy (%)", "logme": "LogME",
                    "hscore": "H-score", "knn": "5-NN accuracy (%)"}
+
+
+def save(fig, path: Path, **kwargs) -> None:
+    """Write a figure atomically (a full disk or a file-size limit leaves the old figure, not a
+    truncated one, and is one line naming the file) and close it."""
+    try:
+        with writing(Path(path)) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], **kwargs)
+    finally:
+        pyplot().close(fig)
 
 
 def pyplot():
@@ -100,8 +111,7 @@ def plot_curves(points: List[dict], tasks: List[str], panels: str, path: Path) -
             legend.setdefault(label, handle)
     fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(5, len(legend)), frameon=False)
     fig.tight_layout(rect=(0, 0.06 if nrows < 3 else 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
 def plot_similarity(profiles, tasks: List[str], path: Path) -> None:
@@ -130,8 +140,7 @@ def plot_similarity(profiles, tasks: List[str], path: Path) -> None:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.tight_layout(rect=(0, 0.06 if nrows < 3 else 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
 def plot_matrix(scores: List[dict], tasks: List[str], path: Path) -> None:
@@ -163,8 +172,7 @@ def plot_matrix(scores: List[dict], tasks: List[str], path: Path) -> None:
         ax.set_title("mean over architectures" if arch == "all" else arch, fontsize=10)
     axes[0, 0].set_ylabel("primary")
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="gain, % of the baseline's margin over chance (± 95% CI)")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_dendrogram(related: dict, path: Path) -> None:
@@ -184,8 +192,7 @@ def plot_dendrogram(related: dict, path: Path) -> None:
         title += f"; both halves of the seeds merge first alike in {100 * stab['first_merge_frequency']:.0f}% of splits"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
 def plot_estimates(estimates, real, path) -> None:
@@ -216,5 +223,4 @@ def plot_estimates(estimates, real, path) -> None:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)

@@ -106,8 +106,9 @@ def read_state(path: str) -> Dict[str, torch.Tensor]:
     """The tensors of a safetensors file or a PyTorch state dict (weights only)."""
     try:
         if path.endswith(SAFETENSORS):
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
         raise UserError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
     except Exception as err:  # pickle refused by weights_only, a damaged or foreign file
@@ -119,6 +120,10 @@ def read_state(path: str) -> Dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"checkpoint {path} is not a state dict (a mapping of names to tensors); save "
                         "model.state_dict() with torch.save, or use safetensors")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # it would train as a divergence ("try a lower lr") or score chance, not as a bad file
+        raise UserError(f"checkpoint {path} holds NaN or inf in {_first(broken)}; expected finite weights (a model "
+                        "saved after its training diverged?)")
     return state
 
 

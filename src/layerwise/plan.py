@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+import torch
+
 from . import given
 from .config import Config
 from .errors import UserError
@@ -62,8 +64,36 @@ def build(cfg: Config, arch: str, task: Task) -> LayeredNet:
         return builder(task.input_shape, task.num_classes, **options)
     except (TypeError, ValueError, RuntimeError) as err:  # options it cannot take, or a shape it cannot build on
         given = f" with options {options}" if options else ""
+        if not isinstance(err, TypeError) and isinstance(getattr(task, "path", None), str):  # torch's shape errors
+            raise UserError(f"{cfg.source}: {task.path} holds examples of shape {tuple(task.input_shape)}, which "
+                            f"{arch}{given} cannot take ({str(err).splitlines()[0]})") from None
         raise UserError(f"{cfg.source} [arch_options.{arch}]: {arch} does not build for task {task.name!r} "
                         f"(input shape {task.input_shape}){given}: {err}") from None
+
+
+def expected_input(net: torch.nn.Module) -> str:
+    """The example shape a network's first convolution or linear layer takes, in words."""
+    for module in net.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear)):
+            if isinstance(module, torch.nn.Linear):
+                return f"vectors ({module.in_features},)"
+            kind = "images (C, H, W)" if isinstance(module, torch.nn.Conv2d) else "sequences (C, T)"
+            return f"{kind}; built for this shape, its first layer takes C = {module.in_channels}"
+    return "another shape"
+
+
+def check_fits(cfg: Config, arch: str, task: Task) -> None:
+    """Pass one example of the task's shape through the architecture before anything trains, so
+    examples of a shape it cannot take are named in one line, not met as a traceback mid-sweep."""
+    net = build(cfg, arch, task)
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *task.input_shape))
+    except (RuntimeError, ValueError) as err:  # torch's shape errors
+        data = f"{task.path} holds" if isinstance(getattr(task, "path", None), str) else f"task {task.name!r} gives"
+        raise UserError(f"{cfg.source}: {data} examples of shape {tuple(task.input_shape)}, which {arch} cannot take "
+                        f"(it expects {expected_input(net)}: {str(err).splitlines()[0]})") from None
 
 
 def arch_identity(cfg: Config, arch: str, task: Task) -> dict:
@@ -126,7 +156,7 @@ def plan(cfg: Config) -> List[Job]:
     pairs = ordered_pairs(cfg, tasks)
     for arch in cfg.archs:
         for task in {t.input_shape: t for t in tasks.values()}.values():
-            build(cfg, arch, task)  # every architecture builds on every task before the first job trains
+            check_fits(cfg, arch, task)  # every architecture builds and runs on every task before the first job trains
         depth = build(cfg, arch, tasks[cfg.tasks[0]]).num_layers
         values = range(depth + 1) if cfg.frozen == "all" else cfg.frozen
         bad = [k for k in values if not 0 <= k <= depth]

@@ -13,20 +13,21 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from . import agreement, analysis, figures
-from .errors import warn
+from .errors import UserError, warn
 from .estimate import TRAIN_CAP, VAL_CAP
 from .results import ESTIMATE_COLUMNS
 from .scores import MAX_DIMS
-from .store import Store
+from .store import Store, write_atomic, write_results, writing
 
 
 def write_csv(path: Path, header, rows) -> None:
-    with open(path, "w", newline="") as f:
+    """Written atomically: a full disk leaves the old table (or none), never a truncated one."""
+    with writing(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
@@ -379,9 +380,10 @@ def estimate_agreement(out: Path, estimates, real) -> List[str]:
     rows = [[r["arch"], r["score"], _ci_text(r, "tau"), _ci_text(r, "rho"), _ci_text(r, "tau", "_pairs"),
              _ci_text(r, "rho", "_pairs"), r["seeds"], r["unranked"]] for r in both.to_dict("records")]
     write_csv(out / "estimate_agreement.csv", header, rows)
-    per_curve.to_csv(out / "estimate_curves.csv", index=False, float_format="%.4f")
+    with writing(out / "estimate_curves.csv") as tmp:
+        per_curve.to_csv(tmp, index=False, float_format="%.4f")
     return ["<p>How far each estimate can be trusted here: rank correlations (Kendall's tau-b, Spearman's rho) "
-            "with the real curve, the validation normalised gain averaged over seeds (validation, because "
+            "with the real curve, the validation normalised gain (validation, because "
             "decisions are taken on validation data). Over l_c: within each curve; over pairs: the estimated "
             "transferability (the mean gain of the score over its shallowest l_c) against the real one. Each "
             "seed's estimates are compared with the same seed's real curves (one primary, one replicate): mean "
@@ -425,22 +427,39 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     report's path. `planned` is the number of jobs the run planned (0: all of `records`)."""
     run = Run(Path(out), config, list(records), planned)
     run.obs = analysis.observations(run.done, **analysis_settings(config))
-    (run.out / "observations.json").write_text(json.dumps(run.obs, indent=1) + "\n")
+    write_atomic(run.out / "observations.json", json.dumps(run.obs, indent=1) + "\n")
     run.tables = write_tables(run.out, run.obs)
     draw_figures(run)
     parts = [part for section in SECTIONS for part in section(run)]
     path = run.out / "report.html"
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>layerwise: "
+    write_atomic(path, f"<!doctype html><html><head><meta charset='utf-8'><title>layerwise: "
                     f"{html.escape(config.get('name', ''))}</title><style>{STYLE}</style></head><body>"
                     + "\n".join(parts) + "</body></html>\n")
     return path
 
 
-def report(run_dir: Path) -> Path:
-    """Rebuild the report of a run directory from its config and finished records."""
+def report(run_dir: Path, out: Optional[Path] = None) -> Path:
+    """Rebuild the report of a run directory from its config and finished records, into the run
+    directory or into `out` (with its own results.csv), which leaves the run as it is: the way to
+    report on a read-only run."""
     store = Store(run_dir)
     config = store.read_config()
     plan = store.read_plan()
+    if out is None and not store.writable():
+        raise UserError(f"{run_dir} cannot be written (a read-only copy?); its report goes elsewhere: "
+                        f"layerwise report {run_dir} --out FOLDER")
     records = store.records(plan)
-    store.write_results(records)
-    return write_report(run_dir, records, config, planned=len(plan))
+    if out is None:
+        store.write_results(records)
+        return write_report(Path(run_dir), records, config, planned=len(plan))
+    out = Path(out)
+    if (out / "config.json").exists() or (out / "jobs").exists():
+        raise UserError(f"--out {out} holds a run directory; choose a folder for the report alone")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the report folder {out}: {err.strerror}") from None
+    write_results(out / "results.csv", records)
+    if (Path(run_dir) / "estimates.csv").exists():  # the estimates' section reads them beside the report
+        write_atomic(out / "estimates.csv", (Path(run_dir) / "estimates.csv").read_text())
+    return write_report(out, records, config, planned=len(plan))

@@ -16,7 +16,9 @@ deleted: it is named, moved to DIR/damaged/, and its job runs again.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
 import re
 import time
@@ -35,8 +37,15 @@ try:
 except ImportError:  # Windows: nothing stops two runs in one directory there
     fcntl = None
 
-RECORD_FIELDS = ("key", "kind", "val", "test")  # what every readable record has
-EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html")  # what --replace sets aside
+RECORD_FIELDS = ("key", "kind", "arch", "target", "seed", "num_layers", "val", "test")  # what every readable record has
+SCORED_FIELDS = ("source", "frozen", "metric", "lower_is_better", "best_epoch")  # and one with metrics
+RUN_CONFIG_KEYS = ("tasks", "archs")  # what every config.json layerwise writes has
+# What --replace sets aside: the experiment's config and plan, and everything made from its jobs
+# (the report's tables, figures and observations, the estimates and their tables), so that the
+# new report shows nothing of the old experiment.
+EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html", "observations.json", "curves.csv",
+                    "transferability.csv", "asymmetry.csv", "freezable.csv", "similarity.csv", "estimates.csv",
+                    "estimate_*.csv", "*.png")
 
 
 def to_json(value: Any, **kwargs) -> str:
@@ -54,7 +63,8 @@ def writing(path: Path):
         os.replace(tmp, path)
     except OSError as err:
         _discard(tmp)
-        raise UserError(f"cannot write {err.filename or path}: {err.strerror or err}; every finished job is kept: "
+        name = path if err.filename in (None, str(tmp), tmp) else err.filename  # the file meant, not its temporary one
+        raise UserError(f"cannot write {name}: {err.strerror or err}; every finished job is kept: "
                         "make room (or make the folder writable) and run the same command again") from None
     except BaseException:
         _discard(tmp)
@@ -84,6 +94,25 @@ def _own_start(path: Path) -> bool:
     return path.name in ("jobs", "checkpoints") and path.is_dir() and not any(path.iterdir())
 
 
+def record_problem(record: Dict[str, Any]) -> Optional[str]:
+    """What makes a parsed record unusable as a result (None: nothing). Python's json reads a bare
+    NaN, and a hand-edited record may hold anything: a result must be a number the report can use."""
+    for split in ("val", "test"):
+        metrics = record[split]
+        if not isinstance(metrics, dict):
+            return f"{split} is {type(metrics).__name__}, expected an object of metric: number"
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"{split}.{name} is {value!r}, expected a finite number"
+    if isinstance(record["num_layers"], bool) or not isinstance(record["num_layers"], int):
+        return f"num_layers is {record['num_layers']!r}, expected an integer"
+    if record.get("status", "ok") == "ok" and (record["val"] or record["test"]):
+        missing = [f for f in SCORED_FIELDS if f not in record]
+        if missing:
+            return f"a record with metrics lacks {', '.join(missing)}"
+    return None
+
+
 class DamagedCheckpoint(UserError):
     """A checkpoint that is missing or cannot be read; the job that made it must train again."""
 
@@ -110,7 +139,22 @@ class Store:
 
     # the experiment ---------------------------------------------------------------------
     def is_run(self) -> bool:
-        return (self.root / "config.json").exists()
+        """A layerwise run directory: a config.json that is layerwise's (or too damaged to say)
+        beside a plan.json or a jobs/ folder. Someone else's config.json is not enough."""
+        return (self.root / "config.json").exists() and self._not_a_run() is None
+
+    def _not_a_run(self) -> Optional[str]:
+        """Why a folder holding a config.json is not a layerwise run directory (None when it is)."""
+        if not ((self.root / "plan.json").is_file() or (self.root / "jobs").is_dir()):
+            return "it has a config.json but no plan.json or jobs/ folder"
+        try:
+            config = json.loads((self.root / "config.json").read_bytes())
+        except (OSError, ValueError):
+            return None  # a run's damaged config: read_config names it
+        missing = [k for k in RUN_CONFIG_KEYS if not isinstance(config, dict) or k not in config]
+        if missing:
+            return f"its config.json is not a layerwise config (it has no {', '.join(missing)})"
+        return None
 
     @contextmanager
     def locked(self):
@@ -141,6 +185,9 @@ class Store:
             return
         if not self.root.is_dir():
             raise UserError(f"{self.root} is a file, not a folder; choose a new --out")
+        if (self.root / "config.json").exists():
+            raise UserError(f"{self.root} is not a layerwise run directory: {self._not_a_run()}; nothing is written "
+                            "there, whatever the flag: choose a new --out, or an empty folder")
         other = sorted(p.name for p in self.root.iterdir() if not _own_start(p))
         if other:
             raise UserError(f"{self.root} is not empty and is not a layerwise run directory (it has no config.json but "
@@ -182,16 +229,17 @@ class Store:
         return keys
 
     def set_experiment_aside(self) -> Path:
-        """Move the experiment's own files (config, plan, report) into DIR/replaced/TIME/."""
+        """Move the experiment's own files (config, plan, report, estimates) into DIR/replaced/TIME/."""
         aside = self.root / "replaced" / time.strftime("%Y%m%d-%H%M%S")
         try:
             aside.mkdir(parents=True, exist_ok=True)
-            for name in EXPERIMENT_FILES:
-                if (self.root / name).exists():
-                    os.replace(self.root / name, aside / name)
+            for pattern in EXPERIMENT_FILES:
+                for path in sorted(self.root.glob(pattern)):
+                    if path.is_file():
+                        os.replace(path, aside / path.name)
         except OSError as err:
             raise UserError(f"cannot move the old experiment into {aside}: {err.strerror}") from None
-        warn(f"the experiment that was in {self.root} (its config, plan and report) is now in {aside}")
+        warn(f"the experiment that was in {self.root} (its config, plan, report and estimates) is now in {aside}")
         return aside
 
     def _write_if_changed(self, path: Path, text: str) -> None:
@@ -209,6 +257,8 @@ class Store:
         path = self.root / "config.json"
         if not path.exists():
             raise UserError(f"{self.root} is not a layerwise run directory: {path} is missing")
+        if self._not_a_run():
+            raise UserError(f"{self.root} is not a layerwise run directory: {self._not_a_run()}")
         config = self._read_json(path)
         if not isinstance(config, dict):
             raise UserError(f"{path} is damaged: expected a JSON object (the run's config); rerun with --replace")
@@ -258,6 +308,10 @@ class Store:
             return None
         if not isinstance(record, dict) or record.get("key") != key or not all(f in record for f in RECORD_FIELDS):
             self.set_aside(path, f"is damaged (not a job record: expected a JSON object with key = {key!r}, {', '.join(RECORD_FIELDS[1:])})")
+            return None
+        problem = record_problem(record)
+        if problem:
+            self.set_aside(path, f"is damaged ({problem})")
             return None
         self._readable.add(key)
         return record
@@ -321,9 +375,32 @@ class Store:
     # results ----------------------------------------------------------------------------
     def write_results(self, records: List[Dict[str, Any]]) -> Path:
         """results.csv: one row per (successful job, split, metric); pandas.read_csv reads it as is."""
-        path = self.root / "results.csv"
-        with writing(path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, RESULT_COLUMNS)
-            writer.writeheader()
-            writer.writerows(result_rows(records))
-        return path
+        return write_results(self.root / "results.csv", records)
+
+    def writable(self) -> bool:
+        """Whether files can be created in the run directory (not a read-only copy or mount)."""
+        probe = self.root / f".layerwise.probe{os.getpid()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        except OSError:
+            return False
+        _discard(probe)
+        return True
+
+
+def write_results(path: Path, records: List[Dict[str, Any]]) -> Path:
+    """results.csv at `path`, left alone when it already says the same: a report of a finished run
+    rewrites nothing (and works on a read-only copy)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, RESULT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(result_rows(records))
+    try:
+        with open(path, newline="") as f:
+            if f.read() == text.getvalue():
+                return path
+    except (OSError, ValueError):
+        pass
+    with writing(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(text.getvalue())
+    return path

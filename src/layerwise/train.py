@@ -53,6 +53,23 @@ class TrainConfig:
         tuning = self.finetune_lr
         if tuning is not None and (isinstance(tuning, bool) or not isinstance(tuning, (int, float)) or tuning <= 0):
             raise UserError(f"train.finetune_lr must be a positive number (or left out to use lr); got {tuning!r}")
+        # A setting that cannot train would give every job a chance-level result recorded as ok.
+        for key in ("lr", "momentum", "weight_decay", "gamma", "cache_limit_gb"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"train.{key} must be a finite number; got {value!r}")
+        if self.lr <= 0:
+            raise UserError(f"train.lr must be positive (at {self.lr!r} no weight ever changes); got {self.lr!r}")
+        for key in ("momentum", "weight_decay", "cache_limit_gb"):
+            if getattr(self, key) < 0:
+                raise UserError(f"train.{key} must be at least 0; got {getattr(self, key)!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise UserError(f"train.nesterov = true needs optimizer = \"sgd\" and a positive train.momentum; got "
+                            f"optimizer = {self.optimizer!r}, momentum = {self.momentum!r}")
+        if self.schedule == "step" and (self.gamma <= 0 or not all(
+                isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in self.milestones)):
+            raise UserError(f"train.schedule = \"step\" needs gamma > 0 and milestones between 0 and 1 (fractions of "
+                            f"the run); got gamma = {self.gamma!r}, milestones = {self.milestones!r}")
         if self.batch_size < 2:  # fit skips a lone example: batch norm cannot normalise one
             raise UserError(f"train.batch_size must be at least 2 (a batch of one example cannot train with batch "
                             f"norm, so every step would be skipped); got {self.batch_size!r}")
@@ -147,6 +164,14 @@ def _failure(train_loss: float, epoch: int, examples: int) -> str:
     return f"the training loss diverged ({train_loss}) in epoch {epoch}; try a lower train.lr"
 
 
+def non_finite_state(net: torch.nn.Module) -> Optional[str]:
+    """The name of the first parameter or buffer of `net` holding NaN or inf (None: all finite)."""
+    for name, value in net.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
+
+
 def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int, start: int = 0,
         on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None) -> FitResult:
     """Train `net` on `data` (already on the training device) for `cfg.epochs` epochs.
@@ -155,8 +180,9 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
     computed once elsewhere; the forward pass then begins at layer `start`. Augmentation applies
     only to raw inputs, which is why prefix caching is used only for deterministic tasks.
 
-    Raises TrainingFailed when an epoch's summed training loss is not finite: the network is then
-    no model at all, and its metrics would pass for a (chance-level) result.
+    Raises TrainingFailed when an epoch's summed training loss is not finite, or when the weights
+    it ends with are not (a last step that diverged): the network is then no model at all, and its
+    metrics would pass for a (chance-level) result.
     """
     began = time.perf_counter()
     device = data.train.y.device
@@ -202,6 +228,11 @@ def fit(net: LayeredNet, task: Task, data: TaskData, cfg: TrainConfig, seed: int
         if not batches or not math.isfinite(train_loss):
             history.append({"epoch": epoch, "train_loss": train_loss if batches else None})
             raise TrainingFailed(_failure(train_loss, epoch, n), history)
+        broken = non_finite_state(net)
+        if broken:  # the epoch's last step diverged after its loss was taken: its metrics would be chance's
+            history.append({"epoch": epoch, "train_loss": None})
+            raise TrainingFailed(f"the training diverged in epoch {epoch}: {broken} holds NaN or inf after its last "
+                                 "step; try a lower train.lr", history)
         val = evaluate(net, task, data.val, cfg, start)
         history.append({"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()}})
         if on_epoch:

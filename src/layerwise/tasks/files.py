@@ -13,7 +13,7 @@ After that `flowers` is a task name like any registered one. Every kind takes `f
 `classes`: the class names you expect, checked against the files (a run's config.json records
 the classes it found this way).
 
-- `image-folder`: `path/<class>/*.png|jpg|jpeg`. `shape` = [C, H, W] (C = 1 grey, 3 colour) or
+- `image-folder`: `path/<class>/*.png|jpg|jpeg|bmp|gif|webp|tif|tiff` (a GIF's or TIFF's first frame). `shape` = [C, H, W] (C = 1 grey, 3 colour) or
   [H, W] (channels as the files have them), or unset: then every image must already have the
   same size and channels. `mode` ("L" or "RGB") converts without giving a shape. Images are kept
   as bytes and standardised per channel by the training split's statistics.
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ..audio import FeatureMatrix, LogMel, cached_features
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..hashing import file_hash
 from ..options import check_dataclass_options
 from . import TASKS
@@ -56,11 +56,11 @@ from .images import Images, channel_stats
 from .speech import check_windows, utterance_posteriors, window_split
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # what Pillow reads (a first frame)
 AUDIO_SUFFIXES = (".wav",)
 MODES = {"L": 1, "RGB": 3}
 GREY = {"1", "L", "LA", "I", "I;16", "F"}  # Pillow modes without colour
-EXPECTED = ("an image folder (DIR/<class>/*.png|jpg|jpeg), an audio folder (DIR/<class>/*.wav), either "
+EXPECTED = ("an image folder (DIR/<class>/*.png|jpg|bmp|gif|webp|tif...), an audio folder (DIR/<class>/*.wav), either "
             "optionally under DIR/train/, DIR/val/, DIR/test/; a .npz file with x and y (or x_train, y_train, "
             "x_test, y_test); or a folder of such .npy files")
 
@@ -122,6 +122,16 @@ def check_same_classes(found: Dict[str, List[str]], where: str) -> None:
             problems.append(f"{split} has {', '.join(extra)}, which train lacks")
     if problems:
         raise UserError(f"{where}: the splits' classes differ ({'; '.join(problems)}); every split needs the same classes")
+
+
+def warn_classes_missing(path: str, classes: List[str], labels: List[np.ndarray]) -> None:
+    """Say which class has no example in which split (a class too small for the fractions): it is
+    then never validated or tested, or never trained, and the split's score says nothing of it."""
+    for split, part in zip(SPLITS, labels):
+        absent = [c for i, c in enumerate(classes) if not (part == i).any()]
+        if absent:
+            warn(f"{path}: class{'es' if len(absent) > 1 else ''} {', '.join(absent)} ha{'ve' if len(absent) > 1 else 's'} "
+                 f"no examples in the {split} split; add examples or change the option fractions")
 
 
 def stratified_split(labels: np.ndarray, fractions, seed: int) -> List[np.ndarray]:
@@ -203,6 +213,7 @@ class FileTask(Task):
             if len(part) == 0:
                 raise UserError(f"{self.path}: the {name} split has no {what} ({total} {what} in all, fractions "
                                 f"{self.fractions}); add {what} or change the option fractions")
+        warn_classes_missing(self.path, self.classes, [labels[name][part] for name, part in parts])
         return parts
 
     def available(self) -> bool:
@@ -288,7 +299,7 @@ def read_image(path: Path, mode: Optional[str], size: Optional[Tuple[int, int]])
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise UserError(f"{path}: cannot read image ({err}); expected a PNG or JPEG file") from None
+        raise UserError(f"{path}: cannot read image ({err}); expected an image file Pillow reads (PNG, JPEG, BMP, GIF, WebP, TIFF)") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
@@ -441,6 +452,7 @@ class Arrays(FileTask):
                                 "per example: shape (N, ...) with at least one value per example")
             if len(x) != len(y):
                 raise UserError(f"{self.source(xk)} has {len(x)} examples but {self.source(yk)} has {len(y)} labels")
+            check_finite(x, self.source(xk))
             out[s] = (x, y)
         return out
 
@@ -462,6 +474,18 @@ class Arrays(FileTask):
         splits = [Split(x[name][index], y[name][index]) for name, index in
                   ((name, torch.from_numpy(part)) for name, part in parts)]
         return TaskData(*splits)
+
+
+def check_finite(x: np.ndarray, where: str) -> None:
+    """Refuse NaN, inf and values float32 cannot hold: in training data they read as a divergence
+    ("try a lower lr"), in a val or test split they are scored as errors without a word."""
+    if x.dtype.kind != "f":
+        return
+    rows = x.reshape(len(x), -1)
+    bad = ~(np.isfinite(rows) & (np.abs(rows) <= np.finfo(np.float32).max)).all(axis=1)
+    if bad.any():
+        raise UserError(f"{where} holds NaN, inf or values beyond float32 in {int(bad.sum())} example(s) (the first "
+                        f"is row {int(np.argmax(bad))}); expected finite numbers: drop or fill those rows")
 
 
 def wanted(keys, path: Path) -> List[str]:

@@ -14,11 +14,11 @@ trained. Scoring folds the 61 phones to the 39 of Lee and Hon (1989):
 
 - phone error rate (`per`, the metric): per utterance, the predicted frame labels are folded,
   consecutive repeats are merged into one phone sequence, and it is aligned by edit distance to
-  the reference, which is the utterance's true frame labels folded and merged the same way (the
-  `.PHN` phones that cover at least one frame centre, `q` removed); `per` = 100 * (substitutions +
-  deletions + insertions) / reference phones, summed over the split. A phone shorter than the
-  10 ms hop may cover no frame centre: no frame classifier can output it, so it is not in the
-  reference, and perfect frame predictions score 0;
+  the reference, which is the utterance's `.PHN` transcription folded to 39 phones, `q` removed
+  and repeats merged (the standard); `per` = 100 * (substitutions + deletions + insertions) /
+  reference phones, summed over the split. A phone shorter than the 10 ms hop may cover no frame
+  centre: no frame classifier can output it, and it counts as a deletion (a reference built from
+  the frames would drop it, and the PER would be optimistic);
 - frame error rate (`fer`): the share of frames whose folded prediction is wrong.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 import torch
@@ -145,6 +145,11 @@ def read_phn(path: Path) -> Segments:
     return Segments(starts, ends, phones, lines)
 
 
+# Real TIMIT's last h# ends at, or a few samples before, the end of its audio; a .PHN that stops
+# this long before it transcribes other (shorter) audio.
+UNLABELLED_TAIL = 8000  # samples: 0.5 s at 16 kHz
+
+
 def check_alignment(utt: Utterance, segments: Segments, samples: int) -> None:
     """Refuse a `.PHN` file that cannot describe its audio, naming both files.
 
@@ -154,8 +159,9 @@ def check_alignment(utt: Utterance, segments: Segments, samples: int) -> None:
     between segments would only leave frames unlabelled, so it is allowed too.
     What cannot be right, and is refused: a segment that ends before it starts; one that starts
     before the previous one ends (out of order or overlapping, so a frame would have two phones);
-    and any segment ending past the audio (a transcription of other audio, or audio cut short),
-    whose phones would have no frames.
+    any segment ending past the audio (a transcription of other audio, or audio cut short),
+    whose phones would have no frames; and a last segment ending more than UNLABELLED_TAIL
+    (0.5 s) before the audio does (the transcription of a shorter utterance).
     """
     starts, ends, _, lines = segments
     where = lambda k: f"{utt.phn}, line {lines[k]} ({starts[k]} {ends[k]} {PHONES[segments.phones[k]]})"  # noqa: E731
@@ -172,6 +178,11 @@ def check_alignment(utt: Utterance, segments: Segments, samples: int) -> None:
         k = past[0]
         raise UserError(f"{where(k)}: the segment ends at sample {ends[k]}, past the end of the audio "
                         f"{utt.audio}, which holds {samples} samples; the transcription does not match its audio")
+    if len(ends) and samples - ends[-1] > UNLABELLED_TAIL:
+        k = len(ends) - 1
+        raise UserError(f"{where(k)}: the last segment ends at sample {ends[k]}, {(samples - ends[k]) / 16000:.2f} s "
+                        f"before the end of the audio {utt.audio} ({samples} samples); expected at most "
+                        f"{UNLABELLED_TAIL / 16000:g} s left unlabelled: the transcription does not match its audio")
 
 
 def frame_labels(segments: Segments, centres: np.ndarray) -> np.ndarray:
@@ -190,6 +201,21 @@ def merge_repeats(seq) -> np.ndarray:
     if len(seq) == 0:
         return seq
     return seq[np.r_[True, seq[1:] != seq[:-1]]]
+
+
+_TRANSCRIPTIONS: Dict[Path, Tuple[tuple, np.ndarray]] = {}  # .PHN path -> (its stat, its reference)
+
+
+def transcription(phn: Path) -> np.ndarray:
+    """The 39-phone reference of one utterance: its `.PHN` phones folded, `q` removed, repeats
+    merged; read once per process (again when the file changes)."""
+    st = Path(phn).stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+    cached = _TRANSCRIPTIONS.get(phn)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, merge_repeats(FOLD_INDEX[torch.from_numpy(read_phn(phn).phones)].numpy()))
+        _TRANSCRIPTIONS[phn] = cached
+    return cached[1]
 
 
 def edit_distance(hyp, ref) -> int:
@@ -223,7 +249,7 @@ class Timit(SpeechTask):
         find_corpus(self.corpus_root())
 
     def load(self, seed: int = 0) -> TaskData:
-        utterances = scan(self.corpus_root())
+        utterances = self._utterances = scan(self.corpus_root())  # `groups` index it; score reads the references
         settings = LogMel(n_mels=self.n_mels)
         matrix, offsets, samples = self.features([u.audio for u in utterances])
         examples: Dict[str, list] = {"train": [], "val": [], "test": []}
@@ -236,14 +262,22 @@ class Timit(SpeechTask):
         half = self.context // 2
         return TaskData(*(window_split(matrix, offsets, examples[s], half) for s in ("train", "val", "test")))
 
+    def references(self, utterances: List[int]) -> List[np.ndarray]:
+        """The reference phone sequences of utterances (indices into `scan`'s list, as `groups`
+        holds them): their transcriptions, not their frames."""
+        if getattr(self, "_utterances", None) is None:  # not a field: no option, not in the task's identity
+            self._utterances = scan(self.corpus_root())
+        return [transcription(self._utterances[u].phn) for u in utterances]
+
     def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
         """PER and FER of a split as `load` makes it: every labelled frame of each utterance,
-        together and in order, so each utterance's reference is its own frames' labels."""
+        together and in order; each utterance's PER reference is its .PHN transcription."""
         if len(split) == 0:
             return {"per": 0.0, "fer": 0.0}
         pred = FOLD_INDEX[logits.argmax(1).cpu()].numpy()
         truth = FOLD_INDEX[split.y.cpu()].numpy()
-        cuts = np.flatnonzero(np.diff(split.groups.cpu().numpy())) + 1
+        groups = split.groups.cpu().numpy()
+        cuts = np.flatnonzero(np.diff(groups)) + 1
         hyps = [merge_repeats(seg) for seg in np.split(pred, cuts)]
-        refs = [merge_repeats(seg) for seg in np.split(truth, cuts)]
+        refs = self.references([int(groups[i]) for i in np.r_[0, cuts]])
         return {"per": phone_error_rate(hyps, refs), "fer": 100.0 * float(np.mean(pred != truth))}
