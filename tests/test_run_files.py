@@ -462,3 +462,26 @@ def test_diverged_transfers_are_listed_in_the_report_and_left_out_of_its_statist
     assert not any(key in results for key in failed)
     obs = strict_json(out / "observations.json")
     assert obs["curves"] == [] and "nothing to compare" in " ".join(obs["notes"])
+
+
+def test_a_checkpoint_that_cannot_be_written_whole_is_one_line_and_keeps_every_record(tmp_path, tiny_raw):
+    """A file-size limit (EFBIG inside safetensors, which raises its own error type) while a
+    checkpoint is saved: one line naming the checkpoint, exit 2, no partial file, records kept."""
+    import resource
+    import subprocess
+
+    from conftest import cli_env
+
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    limit = 8_000  # above a record and the config, below a checkpoint of the tiny network
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run([sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet",
+                           "--set", "workers=1"], env=cli_env(), capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "SafetensorError" not in done.stderr
+    assert "cannot write" in done.stderr and ".safetensors" in done.stderr and "run the same command again" in done.stderr
+    assert not list(out.rglob("*.tmp*")) and not list((out / "checkpoints").glob("*.safetensors"))

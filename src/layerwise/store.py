@@ -16,6 +16,7 @@ deleted: it is named, moved to DIR/damaged/, and its job runs again.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError, warn
@@ -353,7 +355,10 @@ class Store:
     def save_checkpoint(self, key: str, net: torch.nn.Module, metadata: Dict[str, str]) -> None:
         state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
         with writing(self.checkpoint_path(key)) as tmp:
-            save_file(state, str(tmp), metadata=metadata)
+            try:
+                save_file(state, str(tmp), metadata=metadata)
+            except SafetensorError as err:  # safetensors' own type for a write that failed (a full disk, a size limit)
+                raise OSError(errno.EIO, str(err)) from None
 
     def load_checkpoint(self, key: str, net: torch.nn.Module) -> torch.nn.Module:
         """Load a job's weights into `net`; a DamagedCheckpoint names the file when it is missing
