@@ -71,3 +71,19 @@ def test_a_driver_killed_mid_sweep_and_started_again_finishes_the_rest_and_rerun
     assert len(after) == 16 and all(after[name] == seen for name, seen in before.items())
     assert 0 < len(ran) <= 16 - len(before)  # fewer if a job ended as its driver died
     assert not {f"{job.key}.json" for job in ran} & set(before)
+
+
+def test_an_address_where_nothing_answers_fails_in_seconds_in_one_line(tmp_path, tiny_raw):
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on once this closes
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet",
+                           "--address", f"127.0.0.1:{port}"], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and time.monotonic() - started < 60, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("layerwise: error:")]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "nothing answers there" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and not list(out.rglob("jobs/*.json"))

@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -269,6 +270,7 @@ def connect(ray, address: Optional[str], **options) -> bool:
     planned the jobs."""
     if ray.is_initialized():  # a cluster joined by the caller (a notebook, a test)
         return False
+    check_reachable(address)
     env = {"LAYERWISE_DATA": os.environ["LAYERWISE_DATA"]} if "LAYERWISE_DATA" in os.environ else {}
     on_term = signal.getsignal(signal.SIGTERM)
     try:
@@ -279,6 +281,23 @@ def connect(ray, address: Optional[str], **options) -> bool:
                         "(`ray start --head`), or leave the address out to start a local one") from None
     signal.signal(signal.SIGTERM, on_term)  # ray.init takes SIGTERM over; a batch system's stop stays Ctrl-C
     return True
+
+
+def check_reachable(address: Optional[str], seconds: float = 5.0) -> None:
+    """Refuse a HOST:PORT where nothing answers within `seconds`: Ray itself keeps retrying for
+    minutes, printing its log lines. ("auto" and a ray:// client address are left to Ray.)"""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"ray.address = {address!r} is not HOST:PORT (or \"auto\"); the head node's address is "
+                        "printed by `ray start --head`")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as err:
+        raise UserError(f"cannot reach the Ray cluster at ray.address = {address!r}: nothing answers there "
+                        f"({err.strerror or err}); start it (`ray start --head`), or leave the address out to start "
+                        "a local one") from None
 
 
 def submit(ray, sweep, todo: List[List[Job]], finished: Dict[str, dict]) -> list:
