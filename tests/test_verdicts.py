@@ -128,7 +128,7 @@ def test_sign_flip_with_too_few_seeds_says_cannot_be_assessed_not_does_not_show(
     obs = observations(simulate(np.random.default_rng(2), seeds=3), test="sign-flip", resamples=50)
     line = next(s for s in analysis.summary(obs) if "onsymmetry" in s)
     assert "cannot be assessed with 3 seeds" in line and "does not show" not in line
-    assert all(r["ci_adjusted"][0] <= r["difference"]["ci"][0] for r in obs.asymmetry)  # adjusted is wider
+    assert all(r["ci_adjusted"] is None for r in obs.asymmetry)  # the inverted test is unbounded: it cannot reject
 
 
 def test_a_baseline_just_above_chance_is_normalised_by_the_floor_and_said_so():
@@ -172,3 +172,35 @@ def test_relatedness_ranks_only_when_its_test_rejects():
     assert planted.relatedness["related"] and planted.relatedness["p_value"] < 0.05
     assert any("ranks first" in line for line in analysis.summary(planted))
     assert not null.relatedness["related"] and not any("ranks first" in line for line in analysis.summary(null))
+
+
+@pytest.mark.parametrize("test", ["t", "sign-flip"])
+def test_each_adjusted_interval_excludes_zero_exactly_when_holm_rejects(test):
+    """Per-seed scores of six ordered pairs over 10 seeds, some directions planted apart."""
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    pairs = [(a, b) for a in "abc" for b in "abc" if a != b]
+    agree = rows = rejected = 0
+    for r in range(40):
+        shift = {("a", "b"): rng.choice([0.0, 0.5, 1.5]), ("c", "a"): rng.choice([0.0, 1.0])}
+        scores = pd.DataFrame([{"arch": "x", "source": a, "target": b, "seed": seed, "points": 0.0,
+                                "score": shift.get((a, b), 0.0) + rng.normal()} for seed in range(10) for a, b in pairs])
+        for row in analysis.asymmetry(scores, 0.05, test):
+            if row["ci_adjusted"] is None:
+                assert not row["nonsymmetric"]
+                continue
+            low, high = row["ci_adjusted"]
+            rows += 1
+            agree += (not low <= 0 <= high) == row["nonsymmetric"]
+            rejected += row["nonsymmetric"]
+    assert rows > 100 and agree == rows and 10 < rejected < rows - 10
+
+
+def test_the_sign_flip_interval_inverts_the_test():
+    d = np.array([0.3, 0.1, 0.5, 0.2, 0.4, -0.1, 0.35])
+    ci = stats.sign_flip_interval(d, 0.95)
+    assert ci.low < d.mean() < ci.high
+    for x, inside in ((ci.low - 1e-9, False), (ci.low + 1e-9, True), (ci.high + 1e-9, False), (ci.high - 1e-9, True)):
+        assert (stats.sign_flip_p(d - x) > 0.05) == inside
+    assert np.isinf(stats.sign_flip_interval(d[:4], 0.95).low)  # 2 / 2^4 is not below 0.05: unbounded

@@ -314,11 +314,10 @@ def asymmetry(scores: pd.DataFrame, alpha: float, test: str) -> List[dict]:
     for row, adjusted in zip(rows, stats.holm([r["p"] for r in rows])):
         row["p_adjusted"] = adjusted
         row["nonsymmetric"] = adjusted is not None and adjusted < alpha
-        # Bonferroni-wide interval: adjusted for the table as the p-values are (it excludes 0 only where
-        # Holm also rejects); the plain interval in "difference" is unadjusted.
-        level = 1 - alpha / max(tested, 1)
-        wide = stats.mean_interval(list(row.pop("_diffs")), level)
-        row["ci_adjusted"] = None if wide.low is None else [wide.low, wide.high]
+        # adjusted as the p-value is: it excludes 0 exactly where Holm rejects; "difference" is unadjusted
+        wide, level = stats.adjusted_interval(row.pop("_diffs"), row["p"], adjusted, alpha, test)
+        bounded = wide is not None and wide.low is not None and np.isfinite([wide.low, wide.high]).all()
+        row["ci_adjusted"] = [wide.low, wide.high] if bounded else None  # None: unbounded or no noise estimate
         row["ci_adjusted_level"] = level
         row["assessable"] = _can_reject(test, row["seeds"], tested, alpha)
     return rows
@@ -642,8 +641,8 @@ def _asymmetry_lines(obs: Record) -> List[str]:
     top = min(rows, key=lambda r: (r["p_adjusted"] is None, r["p_adjusted"] or 1.0, -abs(r["difference"]["mean"])))
     d = top["difference"]
     ci = top.get("ci_adjusted")
-    level = f"{100 * top.get('ci_adjusted_level', 0.95):.4g}%"
-    interval = "" if not ci else f", {level} interval adjusted for the {len(rows)} comparisons {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%"
+    interval = "" if not ci else (f", {100 * top['ci_adjusted_level']:.4g}% interval, the level Holm's correction for the "
+                                  f"{len(rows)} comparisons tested it at, {100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%")
     line = (f"Nonsymmetry: {len(clear)} of {len(rows)} comparisons of A → B with B → A differ after Holm's correction "
             f"({top['test']} test over seeds, alpha {alpha:g}). The strongest: {top['arch']}, {top['a']} → {top['b']} "
             f"{_pct(top['a_to_b'])} against {top['b']} → {top['a']} {_pct(top['b_to_a'])} (difference "

@@ -11,7 +11,8 @@ resamples whole seeds.
   of freedom) or the exact sign-flip permutation test (which needs 6 or more seeds to ever reach
   p < 0.05, since its smallest p-value is 2 / 2^n).
 - `holm`: Holm's step-down adjustment, which keeps the family-wise error rate across the
-  comparisons one report makes.
+  comparisons one report makes; `adjusted_interval` gives each row the interval at the level Holm
+  tested it at (inverting the sign-flip test where that is the test), so interval and verdict agree.
 - `safe_depth`: what to freeze, by equivalence: the deepest `l_c` whose loss is shown within the
   tolerance (a one-sided t bound), tested from `l_c = 0` upward as a fixed sequence, with the seeds
   a one-sided paired t equivalence test would need where the evidence stops short.
@@ -106,6 +107,46 @@ def paired_test(diffs: Sequence[float], test: str = "t") -> TestResult:
             raise ValueError("the exact sign-flip test enumerates 2^n patterns; use test='t' beyond 20 seeds")
         return TestResult(t, n - 1, sign_flip_p(d))
     return TestResult(t, n - 1, float(2 * sps.t.sf(abs(t), n - 1)))
+
+
+def sign_flip_interval(diffs: Sequence[float], confidence: float) -> Optional[Interval]:
+    """The interval that inverts the exact sign-flip test: the shifts d0 the test of mean(diffs - d0)
+    does not reject at 1 - confidence, so it excludes 0 exactly when the test rejects. Its p-value
+    changes only where some sign pattern's mean meets the observed one, so it is evaluated between
+    every such breakpoint. (-inf, inf) when even the smallest p-value, 2 / 2^n, is not below
+    1 - confidence; None beyond 10 seeds (use the t interval)."""
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n < 2 or n > 10:
+        return None
+    mean = float(d.mean())
+    if 2.0 / 2 ** n >= 1 - confidence:
+        return Interval(mean, float(d.std(ddof=1)), float("-inf"), float("inf"), n)
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    num, k = signs @ d, signs.sum(axis=1)
+    # |num - d0 k| = |sum(d) - n d0| where d0 = (num -+ sum(d)) / (k -+ n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cuts = np.concatenate([(num - d.sum()) / (k - n), (num + d.sum()) / (k + n)])
+    cuts = np.unique(cuts[np.isfinite(cuts)])
+    points = np.concatenate([[cuts[0] - 1], (cuts[:-1] + cuts[1:]) / 2, [cuts[-1] + 1], cuts])
+    observed = np.abs(d.sum() - n * points)[:, None]
+    tie = 1e-12 * np.maximum(1.0, observed)  # as sign_flip_p: equal means count as extreme
+    p = (np.abs(num[None, :] - points[:, None] * k[None, :]) >= observed - tie).mean(axis=1)
+    accepted = points[p > 1 - confidence]
+    return Interval(mean, float(d.std(ddof=1)), float(accepted.min()), float(accepted.max()), n)
+
+
+def adjusted_interval(diffs: Sequence[float], p: Optional[float], p_adjusted: Optional[float], alpha: float,
+                      test: str = "t") -> tuple:
+    """The interval of a mean difference adjusted as its p-value is: at confidence 1 - alpha p / p_adjusted
+    (the level Holm's step-down effectively tests this row at), so it excludes 0 exactly when the
+    adjusted p-value is below alpha. For the sign-flip test it inverts that test (t beyond 10 seeds).
+    Returns (interval or None, confidence)."""
+    if p is None or p_adjusted is None or not p_adjusted > 0:
+        return None, None
+    confidence = 1 - alpha * p / p_adjusted
+    interval = sign_flip_interval(diffs, confidence) if test == "sign-flip" else None
+    return interval or mean_interval(diffs, confidence), confidence
 
 
 def holm(pvalues: Sequence[Optional[float]]) -> List[Optional[float]]:
