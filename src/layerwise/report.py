@@ -215,8 +215,9 @@ def figures_section(run: Run) -> List[str]:
 
 def asymmetry_section(run: Run) -> List[str]:
     return ["<h2>Asymmetry</h2><p>A → B against B → A in normalised transferability, paired by seed; "
-            "p-values adjusted by Holm across every row; the adjusted interval is the Bonferroni-wide t interval "
-            "(confidence 1 - alpha / rows), the plain one is unadjusted. Over seeds, for these test sets: the test "
+            "p-values adjusted by Holm across every row; each adjusted interval is at the level Holm tested its row at "
+            "(confidence 1 - alpha p / adjusted p; for the sign-flip test, that test inverted), so it excludes 0 exactly "
+            "when the row is called nonsymmetric; the plain one is unadjusted. Over seeds, for these test sets: the test "
             "sets' own sampling is not in any interval.</p>", _table(*run.tables["asymmetry"])]
 
 
