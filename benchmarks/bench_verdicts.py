@@ -46,10 +46,10 @@ def factor_rates(reps: int, seeds: int) -> str:
     rng = np.random.default_rng(100 + seeds)
     pair = np.array([-2, -1, 0, 0, 1, 2.0])  # variance of effects 2
     arch = np.array([-1, 1.0])  # variance of effects 2
-    equal = [stats.factors(pair[:, None, None] + arch[None, :, None] + rng.normal(size=(6, 2, seeds)),
-                           resamples=300, seed=r)["verdict"] for r in range(reps)]
-    planted = [stats.factors(3 / np.sqrt(2) * pair[:, None, None] + rng.normal(size=(6, 2, seeds)),
-                             resamples=300, seed=r)["verdict"] for r in range(reps)]
+    equal = [stats.factors(pair[:, None, None] + arch[None, :, None] + rng.normal(size=(6, 2, seeds)))["verdict"]
+             for r in range(reps)]
+    planted = [stats.factors(3 / np.sqrt(2) * pair[:, None, None] + rng.normal(size=(6, 2, seeds)))["verdict"]
+               for r in range(reps)]
     named = sum(v != "inconclusive" for v in equal) / reps
     return (f"{seeds} seeds: equal pair and architecture effects, a factor named in {named:.3f} of {reps} "
             f"(nominal 0.05); pair effects 3x the seed noise named 'tasks' in {planted.count('tasks') / reps:.3f}")
@@ -97,8 +97,7 @@ def factor_directions(reps: int) -> List[str]:
         rng = np.random.default_rng(400 + seeds)
         c = np.zeros(4)
         for r in range(reps):
-            f = stats.factors(pair[:, None, None] + arch[None, :, None] + rng.normal(size=(6, 2, seeds)),
-                              resamples=300, seed=r)
+            f = stats.factors(pair[:, None, None] + arch[None, :, None] + rng.normal(size=(6, 2, seeds)))
             c += [f["interval"][0] > 0, f["interval"][1] < 0, f["verdict"] == "tasks", f["verdict"] == "architecture"]
         c /= reps
         lines.append(f"{seeds} seeds, {reps} runs with equal effects: interval above the truth {c[0]:.3f}, below "
@@ -117,7 +116,7 @@ def main():
     print("\n".join(freeze_power(args.reps)), flush=True)
     print(f"\nRelatedness ({args.reps} runs per cell, alpha 0.05):", flush=True)
     print("\n".join(relatedness_power(args.reps)), flush=True)
-    print("\n" + "\n".join(factor_directions(1000)), flush=True)
+    print("\n" + "\n".join(factor_directions(args.reps)), flush=True)
     if args.only == "power":
         print(f"({time.perf_counter() - began:.0f} s)")
         return

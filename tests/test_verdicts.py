@@ -140,18 +140,18 @@ def test_a_baseline_just_above_chance_is_normalised_by_the_floor_and_said_so():
     assert any("less than 5 points above chance" in n for n in notes)
 
 
-def test_the_factor_interval_keeps_each_tail_near_nominal_with_five_seeds():
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_the_factor_interval_keeps_each_tail_near_nominal(seeds):
     """Equal pair and architecture variances: the interval lies wholly on either side of the truth in
-    about 2.5% of runs each (1,000 runs: +-0.5%). With 3 seeds the upper tail is still about 5.6%
-    (benchmarks/bench_verdicts.py); not yet fixed."""
+    about 2.5% of runs each (1,000 runs: +-0.5%; the seed bootstrap it replaced had 5.6% above with
+    3 seeds)."""
     pair, arch = np.array([-2, -1, 0, 0, 1, 2.0]), np.array([-1, 1.0])
-    rng = np.random.default_rng(45)
+    rng = np.random.default_rng(45 + seeds)
     above = below = 0
     for r in range(1000):
-        iv = stats.factors(pair[:, None, None] + arch[None, :, None] + rng.normal(size=(6, 2, 5)), resamples=300,
-                           seed=r)["interval"]
+        iv = stats.factors(pair[:, None, None] + arch[None, :, None] + rng.normal(size=(6, 2, seeds)))["interval"]
         above, below = above + (iv[0] > 0), below + (iv[1] < 0)
-    assert above / 1000 <= 0.04 and below / 1000 <= 0.04
+    assert above / 1000 <= 0.037 and below / 1000 <= 0.037
 
 
 def test_the_freeze_advice_says_what_it_rests_on_and_how_many_seeds_would_decide():

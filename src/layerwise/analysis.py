@@ -517,7 +517,7 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     out["nonsymmetric"] = any(r["nonsymmetric"] for r in out["asymmetry"])
     if scores["arch"].nunique() >= 2:
         y = factor_table(scores, notes)
-        out["factors"] = stats.factors(y, alpha, resamples, seed=seed) if y.size else \
+        out["factors"] = stats.factors(y, alpha) if y.size else \
             {"verdict": "inconclusive", "interval": None, "difference": None, "note": "no seed has every cell"}
     else:
         out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None,
@@ -585,7 +585,7 @@ def summary(obs: Record) -> List[str]:
                      f"{_pct(f['tasks']['spread'])[1:]} of the baseline's margin over chance and across architectures "
                      f"{_pct(f['architecture']['spread'])[1:]} (pair effect p = {_fmt_p(f['tasks']['p'])}, architecture "
                      f"effect p = {_fmt_p(f['architecture']['p'])}); the difference of their variances is "
-                     f"{1e4 * f['difference']:+.1f} (% of margin)², 95% bias-corrected bootstrap interval over seeds "
+                     f"{1e4 * f['difference']:+.1f} (% of margin)², 95% delete-one-seed jackknife interval "
                      f"[{1e4 * iv[0]:+.1f}, {1e4 * iv[1]:+.1f}]. In this run {verdict}." + _interaction_words(f))
     elif f.get("note"):
         lines.append(f"Tasks against architectures: not assessed ({f['note']}).")

@@ -229,7 +229,7 @@ def factors_section(run: Run) -> List[str]:
     return [f"<h2>Tasks against architectures</h2><p>Verdict: <b>{html.escape(f['verdict'])}</b>. Two-way "
             "decomposition of per-seed transferability (repeated measures, seeds as subjects). The variance of "
             "pair effects minus that of architecture effects is "
-            f"{1e4 * f['difference']:+.1f} (% of margin)² (95% bias-corrected bootstrap interval over seeds "
+            f"{1e4 * f['difference']:+.1f} (% of margin)² (95% delete-one-seed jackknife interval "
             f"[{1e4 * iv[0]:+.1f}, {1e4 * iv[1]:+.1f}]; spread: the square root of sum(effect²) / (levels - 1)). A factor "
             "is named only when its effect is significant at alpha / 2 and the interval excludes equality.</p>",
             _table(*factors_table(f))]
