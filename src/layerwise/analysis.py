@@ -90,10 +90,15 @@ def _clean(df: pd.DataFrame, notes: List[str]) -> pd.DataFrame:
         raise UserError(f"the results table lacks the column(s) {', '.join(missing)}; expected at least "
                         f"{', '.join(REQUIRED)} (the columns of results.csv)")
     if "status" in df.columns:
-        failed = df["status"].notna() & ~df["status"].isin(["ok", ""])
+        pruned = df["status"] == "pruned"
+        if pruned.any():
+            notes.append(f"{df.loc[pruned, 'key'].nunique() if 'key' in df.columns else int(pruned.sum())} transfers "
+                         "stopped early by the adaptive search (they could not come within the tolerance) are not "
+                         "points of any curve; their l_c counts as not shown safe")
+        failed = df["status"].notna() & ~df["status"].isin(["ok", "", "pruned"])
         if failed.any():
             notes.append(f"{int(failed.sum())} rows of failed jobs left out")
-        df = df[~failed]
+        df = df[~failed & ~pruned]
     df = df.copy()
     df["source"] = df["source"].where(df["source"].notna(), "").astype(str).replace("nan", "")
     if "kind" not in df.columns:
@@ -444,32 +449,58 @@ def _stability(wide: pd.DataFrame, order, splits: int, seed: int) -> dict:
             "first_merge_frequency": merge["top_agreement"]}
 
 
-def what_to_freeze(table: pd.DataFrame, tolerance: float, alpha: float = 0.05) -> List[dict]:
+def pruned_levels(results) -> set:
+    """(arch, source, target, l_c) of the transfers the adaptive search stopped early."""
+    df = results_table(results)
+    if "status" not in df.columns:
+        return set()
+    df = df[df["status"] == "pruned"]
+    source = df["source"].where(df["source"].notna(), "").astype(str)
+    return {(a, s, t, int(k)) for a, s, t, k in zip(df["arch"], source, df["target"], df["frozen"])}
+
+
+def freeze_rules(results, tolerance: float, alpha: float = 0.05) -> List[dict]:
+    """What to freeze for every curve of a results table (or job records), as the report says it:
+    what the adaptive search asks of the records it has."""
+    return what_to_freeze(per_seed(results), tolerance, alpha, pruned_levels(results))
+
+
+def what_to_freeze(table: pd.DataFrame, tolerance: float, alpha: float = 0.05, pruned: frozenset = frozenset()) -> List[dict]:
     """Per (arch, pair), by equivalence (`stats.safe_depth`): the deepest `l_c` whose loss against the
     baseline, on the validation split, is shown to be within `tolerance` metric points (the lower end
     of the one-sided (1 - alpha) interval of the gain above -tolerance), testing l_c = 0, 1, ... in
     order and stopping at the first not shown safe; -1 when not even l_c = 0 is, with the seeds that
     would be needed to decide. A loss that is merely not significant is not safe. The test split at
     the chosen `l_c` is reported, never used to choose. `established` is kept for old readers: it is
-    true exactly when some l_c was shown safe."""
+    true exactly when some l_c was shown safe. An l_c in `pruned` (a transfer of it stopped early
+    by the adaptive search: it could not come within the tolerance) is not shown safe, so the
+    sequence stops there at the latest."""
 
     split = "val" if (table["split"] == "val").any() else "test"
     out = []
-    test = table[table["split"] == "test"]
+    tests = {key: group for key, group in table[table["split"] == "test"].groupby(GROUP + ["frozen"])}
+    stops: Dict[tuple, int] = {}
+    for arch, source, target, k in pruned:
+        stops[arch, source, target] = min(k, stops.get((arch, source, target), k))
     for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
-        levels = sorted(curve["frozen"].unique())
-        rule = stats.safe_depth([curve.loc[curve["frozen"] == k, "gain"].to_numpy(float) for k in levels],
-                                tolerance, alpha)
+        gains = {int(k): g["gain"].to_numpy(float) for k, g in curve.groupby("frozen")}
+        stop = stops.get((arch, source, target))
+        levels = sorted(k for k in gains if stop is None or k < stop)
+        rule = stats.safe_depth([gains[k] for k in levels], tolerance, alpha)
         chosen = int(levels[rule["frozen"]]) if rule["frozen"] >= 0 else -1
         stopped = None if rule["stopped_at"] is None else int(levels[rule["stopped_at"]])
-        at_test = test[(test["arch"] == arch) & (test["source"] == source) & (test["target"] == target)
-                       & (test["frozen"] == chosen)]
+        if stopped is None and stop is not None:
+            stopped = stop
+            rule = {**rule, "status": "stopped early: a transfer at l_c = stopped_at could not come within the tolerance",
+                    "seeds_needed": None}
+        at_test = tests.get((arch, source, target, chosen), table.iloc[:0])
         out.append({"arch": arch, "source": source, "target": target, "num_layers": int(curve["num_layers"].max()),
                     "frozen": chosen, "chosen_on": split, "tolerance": tolerance, "alpha": alpha,
                     "rule": "equivalence, fixed sequence from l_c = 0", "established": chosen >= 0,
                     "status": rule["status"], "stopped_at": stopped, "seeds_needed": rule["seeds_needed"],
+                    "stopped_early": stop is not None and stopped == stop,
                     "seeds_cap": rule["seeds_cap"], "seeds": int(curve.groupby("frozen").size().min()),
-                    "lower_bounds": dict(zip((int(k) for k in levels), rule["lower"])),
+                    "lower_bounds": dict(zip(levels, rule["lower"])),
                     "test_value": _interval(at_test["value"]) if len(at_test) else None,
                     "test_gain": _interval(at_test["gain"]) if len(at_test) else None})
     return out
@@ -491,7 +522,9 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     if test not in stats.TESTS:
         raise UserError(f"test must be one of {', '.join(stats.TESTS)}; got {test!r}")
     notes: List[str] = []
-    table = per_seed(results, notes)
+    raw = results_table(results)
+    table = per_seed(raw, notes)
+    pruned = pruned_levels(raw)
     seeds = int(table["seed"].nunique()) if len(table) else 0
     out: Dict[str, Any] = {
         "settings": {"alpha": alpha, "test": test, "tolerance": tolerance, "resamples": resamples,
@@ -511,6 +544,16 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     split = "test" if (table["split"] == "test").any() else table["split"].iloc[0]
     out["curves"] = curves(table, split, alpha, test)
     out["transfer_depth"] = transfer_depth(out["curves"])
+    out["what_to_freeze"] = what_to_freeze(table, tolerance, alpha, pruned)
+    if not (table["split"] == "val").any():
+        notes.append("no validation rows: what to freeze was chosen on the test split")
+    out["split"] = split
+    if pruned or partial_curves(table):
+        notes.append("the curves stop at different l_c (an adaptive search trains only what the advice needs), so "
+                     "transferability, nonsymmetry, tasks against architectures and relatedness, which compare whole "
+                     "curves, are not computed")
+        out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None, "note": "partial curves"}
+        return plain(out, Record)
     scores = seed_scores(table, split, notes)
     out["transferability"] = transferability(scores)
     out["asymmetry"] = asymmetry(scores, alpha, test)
@@ -523,11 +566,13 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
         out["factors"] = {"verdict": "inconclusive", "interval": None, "difference": None,
                           "note": "one architecture: the tasks cannot be weighed against architectures"}
     out["relatedness"] = relatedness(scores, min(resamples, 1000), seed, alpha)
-    out["what_to_freeze"] = what_to_freeze(table, tolerance, alpha)
-    if not (table["split"] == "val").any():
-        notes.append("no validation rows: what to freeze was chosen on the test split")
-    out["split"] = split
     return plain(out, Record)
+
+
+def partial_curves(table: pd.DataFrame) -> bool:
+    """Whether the curves of one architecture hold different l_c (an adaptive search's do)."""
+    levels = table.groupby(GROUP)["frozen"].agg(lambda f: tuple(sorted(set(f))))
+    return any(len(set(group)) > 1 for _, group in levels.groupby(level="arch"))
 
 
 # ---------------------------------------------------------------------------------------------

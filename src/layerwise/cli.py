@@ -143,6 +143,9 @@ def cmd_fetch(name: str, root: Optional[str]) -> int:
     return 0
 
 
+FREEZE_SEARCH = "adaptive"  # bench_search.py: the same advice as a full sweep at a fraction of its cost
+
+
 def executor_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--executor", choices=("local", "ray"), help="where the jobs run: this process (local, the "
                          "default) or tasks on a Ray cluster (ray); overrides the config's executor")
@@ -173,6 +176,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true",
                      help="run again the jobs recorded as failed (a diverged training), instead of keeping them")
     executor_options(run)
+    run.add_argument("--search", choices=("full", "adaptive"), help="which l_c to train: every one (full, the "
+                     "default: the curves are the product) or only those the advice on what to freeze needs "
+                     "(adaptive); overrides the config's search")
     est = sub.add_parser("estimate", help="train the primaries only and estimate every curve without fine-tuning "
                          "(linear probe, LogME, H-score, kNN); checked against the real curves when the run has them")
     est.add_argument("config")
@@ -199,6 +205,9 @@ def parser() -> argparse.ArgumentParser:
     frz.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, as for run (e.g. --set train.epochs=10)")
     frz.add_argument("--quiet", action="store_true", help="no progress bar")
+    frz.add_argument("--search", choices=("full", "adaptive"), default=FREEZE_SEARCH,
+                     help="which l_c to train: only those the advice needs (adaptive, the default: l_c = 0 upward, "
+                     "stopping at the first not shown safe) or every one (full, for the whole curve)")
     rep = sub.add_parser("report", help="rebuild the figures and report.html of a run directory")
     rep.add_argument("dir")
     rep.add_argument("--out", help="folder for the report (figures, tables, report.html, results.csv) instead of the "
@@ -212,6 +221,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "search", None):
+        args.overrides.append(f'search="{args.search}"')
     try:
         if args.command == "demo":
             return cmd_run("demo", args.out, [], args.quiet)

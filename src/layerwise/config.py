@@ -25,6 +25,7 @@ from .train import TrainConfig
 REPORT_PANELS = ("pair", "pair-arch")
 CHECKPOINTS = ("all", "primaries")
 EXECUTORS = ("local", "ray")
+SEARCHES = ("full", "adaptive")  # which l_c a sweep trains: every one, or those the advice needs (search.py)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Config:
     executor: str = "local"  # "local": one process; "ray": units of work as tasks on a Ray cluster
     workers: Union[str, int] = "auto"  # processes the local executor runs units in: "auto" (one per core on the CPU) or N
     threads: Union[str, int] = "cores"  # torch threads of each: its share of the cores it may use, of those not busy ("auto"), or N
+    search: str = "full"  # "full": every l_c; "adaptive": only the l_c the advice on what to freeze needs (search.py)
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     data: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # [data.NAME]: tasks from files (tasks/files.py)
@@ -188,6 +190,7 @@ SETTINGS: Dict[str, Tuple[Any, Callable[[Any], bool], str, Optional[Callable[[An
     "estimate": (False, lambda v: isinstance(v, bool), "true or false", None),
     "executor": ("local", lambda v: v in EXECUTORS, f"one of {', '.join(EXECUTORS)}", None),
     "workers": ("auto", lambda v: v == "auto" or (type(v) is int and v >= 1), '"auto" or a positive integer', None),
+    "search": ("full", lambda v: v in SEARCHES, f"one of {', '.join(SEARCHES)}", None),
     "threads": ("cores", lambda v: v in ("cores", "auto") or (type(v) is int and v >= 1),
                 '"cores", "auto" or a positive integer', None),
 }
@@ -214,6 +217,9 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
             raise UserError(f"{where}: {key} must be {expected}; got {value!r}")
         setattr(cfg, key, kept(value) if kept else value)
     cfg.pairs = _pairs(raw.get("pairs", "all"), cfg.tasks, where)
+    if cfg.search == "adaptive" and cfg.primary is not None and not cfg.primary.baseline:
+        raise UserError(f"{where}: search = \"adaptive\" decides what to freeze against the baseline, and "
+                        "[primary] baseline = false trains none; use search = \"full\" or train the baseline")
     for key, cls in TABLES.items():
         setattr(cfg, key, _dataclass_from(cls, raw.get(key, {}), f"{where} [{key}]"))
     if cfg.report.panels not in REPORT_PANELS:

@@ -18,6 +18,7 @@ from typing import List, Optional, Union
 from .config import Config, apply_overrides, config_from_dict
 from .errors import UserError
 from .nets.cuts import CUTS
+from .search import levels_text
 from .tasks import TASKS
 from .tasks.files import data_table
 
@@ -73,14 +74,32 @@ def advice(out: Path, baseline: bool = True) -> List[str]:
         lines.append(f"{pair}: " + advice_sentence(w, metric))
     if not lines:
         lines.append("no advice: " + ("; ".join(obs["notes"]) or "no transfer finished"))
+    if obs.get("search"):
+        lines.append(search_sentence(obs["search"]))
     (out / ADVICE_FILE).write_text("\n".join(lines) + "\n")
     return lines
+
+
+def search_sentence(s: dict) -> str:
+    """What an adaptive search trained, stopped early and skipped, and what that cost."""
+    parts = []
+    for c in s["curves"]:
+        stopped = "; ".join(f"l_c = {k} stopped early for seed {p['seed']} after epoch {p['epoch']} of {s['epochs']}"
+                            for k, ps in c["pruned"].items() for p in ps)
+        parts.append(f"{c['source']} → {c['target']} ({c['arch']}): trained l_c {levels_text(list(c['trained']))}"
+                     + (f" ({stopped})" if stopped else "") + f", skipped {levels_text(c['skipped'])}")
+    cost = "" if s["fraction"] is None else f"; the transfers cost {100 * s['fraction']:.0f}% of a full sweep's"
+    return ("adaptive search (--search full trains every l_c): " + "; ".join(parts) + cost +
+            ". Skipped l_c are not in curves.csv.")
 
 
 def _needed(w: dict) -> str:
     """How many seeds would decide the l_c that stopped the advice, from the observed seed variance."""
     if w.get("stopped_at") is None:
         return ""
+    if w.get("stopped_early"):
+        return (f"; l_c = {w['stopped_at']} was stopped early by the adaptive search: a transfer of it could not come "
+                "within the tolerance")
     if w.get("seeds", 0) < 2:
         return f"; one seed gives no interval: run at least 3 seeds (--seeds) to decide l_c = {w['stopped_at']}"
     n = w.get("seeds_needed")

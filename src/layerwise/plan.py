@@ -43,6 +43,9 @@ class Job:
     primary: Optional[str] = None  # key of the primary's scratch job, for transfers
     fold: Optional[int] = None  # the target task's fold (Task.fold), None for a task without folds
     source_fold: Optional[int] = None  # the fold of the source task's primary, for transfers
+    # The adaptive search's early stop, for a transfer (search.py): (the validation error it must come
+    # within, the margin per epoch). How a job may end, not what it computes: not in its key.
+    rung: Optional[tuple] = None
 
     def describe(self) -> str:
         target = named_fold(self.target, self.fold)

@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from . import agreement, analysis, figures
+from . import agreement, analysis, figures, search
 from .errors import UserError, warn
 from .estimate import TRAIN_CAP, VAL_CAP
 from .results import ESTIMATE_COLUMNS
@@ -135,8 +135,13 @@ class Run:
         return [r for r in self.records if r.get("status", "ok") == "ok"]
 
     @property
+    def scored(self) -> List[dict]:
+        """The records the analysis reads: successful, and stopped early by the adaptive search."""
+        return [r for r in self.records if r.get("status", "ok") in ("ok", "pruned")]
+
+    @property
     def failed(self) -> List[dict]:
-        return [r for r in self.records if r.get("status", "ok") != "ok"]
+        return [r for r in self.records if r.get("status", "ok") not in ("ok", "pruned")]
 
 
 def draw_figures(run: Run) -> None:
@@ -279,6 +284,39 @@ def freeze_section(run: Run) -> List[str]:
             _table(*run.tables["freezable"])]
 
 
+def search_summary(run: Run) -> dict:
+    """What an adaptive search trained, stopped early and skipped, and what it cost against a full
+    sweep (examples x epochs of the transfers)."""
+    epochs = run.config.get("train", {}).get("epochs", 0)
+    frozen = run.config.get("frozen", "all")
+    levels_of = (lambda r: list(range(r["num_layers"] + 1))) if frozen == "all" else (lambda r: list(frozen))
+    curves = search.summary(run.records, epochs, levels_of)
+    cost, full = sum(c["cost"] for c in curves), sum(c["full_cost"] for c in curves)
+    return {"mode": "adaptive", "epochs": epochs, "curves": curves, "cost": cost, "full_cost": full,
+            "fraction": cost / full if full else None,
+            "rule": "l_c tested in order from 0 (the equivalence rule of what to freeze); the levels past the first "
+                    "not shown safe are skipped; a transfer stops early when its validation error, less "
+                    f"{search.SAFETY:g} x the most a shallower l_c improved after that epoch, still exceeds the "
+                    "baseline's plus the tolerance",
+            "cost_unit": "training examples x epochs of the transfers (baselines and primaries are the same in both)"}
+
+
+def search_section(run: Run) -> List[str]:
+    s = run.obs.get("search")
+    if not s:
+        return []
+    rows = [[c["arch"], f"{c['source']} → {c['target']}", search.levels_text(list(c["trained"])),
+             "; ".join(f"l_c {k}: seed {p['seed']} after epoch {p['epoch']}" for k, ps in c["pruned"].items() for p in ps),
+             search.levels_text(c["skipped"]), f"{100 * c['cost'] / c['full_cost']:.0f}%" if c["full_cost"] else ""]
+            for c in s["curves"]]
+    fraction = "" if s["fraction"] is None else f" The transfers cost {100 * s['fraction']:.0f}% of a full sweep's."
+    return ["<h2>Adaptive search</h2><p>Only the l_c the advice needs were trained: " + html.escape(s["rule"]) +
+            f". Skipped l_c are absent from the curves, never interpolated; a transfer stopped early is not a point of "
+            f"its curve (results.csv marks it \"pruned\").{fraction}</p>",
+            _table(["arch", "pair", "trained l_c", f"stopped early (of {s['epochs']} epochs)", "skipped l_c",
+                    "cost against full"], rows)]
+
+
 def transferability_section(run: Run) -> List[str]:
     return ["<h2>Transferability</h2>", _table(*run.tables["transferability"])]
 
@@ -409,7 +447,7 @@ def _ci_text(row, name, suffix="") -> str:
 
 # The report, top to bottom: each section reads the run and returns its HTML parts.
 SECTIONS = (header_section, summary_section, figures_section, asymmetry_section, factors_section,
-            relatedness_section, freeze_section, transferability_section, failed_section, estimates_section,
+            relatedness_section, freeze_section, search_section, transferability_section, failed_section, estimates_section,
             files_section)
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
          "img{max-width:100%}table{border-collapse:collapse;font-size:90%}.warn{color:#a40}"
@@ -427,7 +465,9 @@ def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
     """Write the figures, the CSV tables, observations.json and report.html into `out`; return the
     report's path. `planned` is the number of jobs the run planned (0: all of `records`)."""
     run = Run(Path(out), config, list(records), planned)
-    run.obs = analysis.observations(run.done, **analysis_settings(config))
+    run.obs = analysis.observations(run.scored, **analysis_settings(config))
+    if config.get("search") == "adaptive":
+        run.obs["search"] = search_summary(run)
     write_atomic(run.out / "observations.json", json.dumps(run.obs, indent=1) + "\n")
     run.tables = write_tables(run.out, run.obs)
     draw_figures(run)

@@ -16,9 +16,11 @@ import numpy as np
 # results.csv: `main` marks the task's own metric (the one that selects the epoch and draws the
 # curves); `chance` is that metric's value for a predictor that ignores its input (given on the main
 # metric's rows); `num_layers` is L_H; `fold` and `source_fold` are the folds of the secondary and
-# primary task for tasks evaluated over several folds (empty otherwise).
+# primary task for tasks evaluated over several folds (empty otherwise). `status` is "ok", or "pruned"
+# for a transfer the adaptive search stopped early (search.py): its validation metrics at the epoch
+# it stopped, which are not a point of any curve.
 RESULT_COLUMNS = ["arch", "source", "target", "seed", "frozen", "num_layers", "split", "metric", "main",
-                  "lower_is_better", "chance", "value", "epoch", "fold", "source_fold", "key"]
+                  "lower_is_better", "chance", "value", "epoch", "fold", "source_fold", "key", "status"]
 
 # estimates.csv: `fraction` is l_c / L_H, `score` the estimate's name (estimate.SCORES).
 ESTIMATE_COLUMNS = ["arch", "source", "target", "seed", "frozen", "fraction", "score", "value"]
@@ -41,7 +43,7 @@ def result_rows(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     rows = []
     blank = lambda v: "" if v is None else v  # noqa: E731
     for r in records:
-        if r.get("status", "ok") != "ok":
+        if r.get("status", "ok") not in ("ok", "pruned"):
             continue
         for split in ("val", "test"):
             for metric, value in r[split].items():
@@ -52,7 +54,8 @@ def result_rows(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
                              "chance": blank(r.get("chance")) if metric == r["metric"] else "",
                              "value": float(f"{value:.6g}"),
                              "epoch": r["best_epoch"], "fold": blank(r.get("fold")),
-                             "source_fold": blank(r.get("source_fold")), "key": r["key"]})
+                             "source_fold": blank(r.get("source_fold")), "key": r["key"],
+                             "status": r.get("status", "ok")})
     return rows
 
 

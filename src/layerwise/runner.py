@@ -23,6 +23,7 @@ from .errors import warn
 from .net import LayeredNet, count_parameters
 from .plan import Job, build, unit_key
 from .prefix import PrefixCache
+from .search import SAFETY, should_stop
 from .similarity import layer_similarity, primary_grams, probe_sample
 from .store import DamagedCheckpoint, Store
 from .tasks import Task, TaskData
@@ -145,13 +146,16 @@ class Runner:
             if self.cfg.train.cache_prefix and task.deterministic and job.frozen > 0:
                 cached = self.prefix(job, primary, data).at(job.frozen)
                 start = job.frozen if cached is not None else 0
+        watch = on_epoch if job.rung is None else EarlyStop(job, task, train.epochs, on_epoch)
         try:
-            result = fit(net, task, data if cached is None else cached, train, job.seed, start=start, on_epoch=on_epoch)
+            result = fit(net, task, data if cached is None else cached, train, job.seed, start=start, on_epoch=watch)
         except TrainingFailed as err:
             return self.write_failed(job, task, net, str(err), err.history)
+        except Stopped as stop:
+            return self.write_pruned(job, task, net, stop, len(data.train))
         if job.kind == "scratch" or self.cfg.checkpoints == "all":
             self.store.save_checkpoint(job.key, net, {"arch": job.arch, "task": job.target})
-        record = self.ok_record(job, task, net, result, cached_prefix=cached is not None)
+        record = self.ok_record(job, task, net, result, cached_prefix=cached is not None, examples=len(data.train))
         if primary is not None:
             probe, reference = self.similarity_probe(job, primary, data)
             record["similarity"] = layer_similarity(primary, net, probe, reference)
@@ -176,10 +180,21 @@ class Runner:
         self.store.write_record(record)
         return record
 
-    def ok_record(self, job: Job, task: Task, net: LayeredNet, result: FitResult, cached_prefix: bool) -> dict:
+    def ok_record(self, job: Job, task: Task, net: LayeredNet, result: FitResult, cached_prefix: bool,
+                  examples: int) -> dict:
         return new_record(job, net, "ok", {**task_fields(task), "chance": task.chance}, best_epoch=result.best_epoch,
                           val=result.val, test=result.test, history=result.history, seconds=round(result.seconds, 3),
-                          cached_prefix=cached_prefix, device=str(self.device), threads=torch.get_num_threads())
+                          cached_prefix=cached_prefix, device=str(self.device), threads=torch.get_num_threads(),
+                          examples=examples)
+
+    def write_pruned(self, job: Job, task: Task, net: LayeredNet, stop: Stopped, examples: int) -> dict:
+        """Record a transfer the adaptive search stopped early: finished, with its validation metrics
+        at the epoch it stopped (not a point of any curve: results.csv marks them "pruned")."""
+        record = new_record(job, net, "pruned", {**task_fields(task), "chance": task.chance, "reason": stop.reason},
+                            best_epoch=stop.epoch, val=stop.val, test={}, history=stop.history, examples=examples,
+                            device=str(self.device))
+        self.store.write_record(record)
+        return record
 
     def prefix(self, job: Job, primary: LayeredNet, data: TaskData) -> PrefixCache:
         ident = unit_key(job)  # a task may split its data by seed
@@ -197,6 +212,34 @@ class Runner:
             probe = data.val.x[sample.to(self.device)]
             self._probe = (ident, probe, primary_grams(primary, probe))
         return self._probe[1:]
+
+
+class Stopped(Exception):
+    """A transfer stopped early by its rung (search.py)."""
+
+    def __init__(self, epoch: int, val: dict, history: List[dict], reason: str):
+        super().__init__(reason)
+        self.epoch, self.val, self.history, self.reason = epoch, val, history, reason
+
+
+class EarlyStop:
+    """fit's on_epoch for a transfer with a rung: raises Stopped when search.should_stop says so."""
+
+    def __init__(self, job: Job, task: Task, epochs: int, then=None):
+        self.job, self.task, self.epochs, self.then, self.history = job, task, epochs, then, []
+
+    def __call__(self, epoch: int, val: dict) -> None:
+        self.history.append({"epoch": epoch, **{f"val_{k}": v for k, v in val.items()}})
+        if self.then:
+            self.then(epoch, val)
+        value = val[self.task.metric]
+        error = value if self.task.lower_is_better else 100.0 - value
+        if should_stop(self.job.rung, epoch, error, self.epochs):
+            limit, margins = self.job.rung
+            raise Stopped(epoch, dict(val), self.history,
+                          f"stopped after epoch {epoch} of {self.epochs}: validation error {error:.2f}, less "
+                          f"{SAFETY:g} x {margins[epoch - 1]:.2f} (the most a shallower l_c improved after that epoch), "
+                          f"still above {limit:.2f} (the baseline's plus the tolerance)")
 
 
 _runner: Dict[tuple, Runner] = {}  # this worker process's Runner, kept between units: its data stays loaded

@@ -21,6 +21,7 @@ from .errors import warn
 from .executors import executor
 from .plan import Job, ordered_pairs, plan, units
 from .runner import Runner, task_of
+from .search import Search
 from .store import Store
 from .train import resolve_device
 
@@ -38,6 +39,7 @@ class Sweep:
         self.device = resolve_device(cfg.train.device)
         self._runner: Optional[Runner] = None
         self._ran: set = set()
+        self.search = Search(self.jobs, cfg.analysis.tolerance, cfg.analysis.alpha) if cfg.search == "adaptive" else None
 
     @property
     def runner(self) -> Runner:
@@ -97,6 +99,10 @@ class Sweep:
             if self.retry_failed:
                 for job in self.failed():
                     self.store.remove_record(job.key)
+            if self.search is None:  # a transfer an adaptive search stopped early trains in full now
+                for job in self.jobs:
+                    if job.kind == "transfer" and (self.store.record(job.key) or {}).get("status") == "pruned":
+                        self.store.remove_record(job.key)
             finished: Dict[str, dict] = {}
             self.sync(finished)
             self._ran = set()  # keys recorded from now on (a primary set aside and trained again counts)
@@ -112,7 +118,10 @@ class Sweep:
         return [job for job in self.jobs if job.key in self._ran]
 
     def todo(self, finished: Dict[str, dict]) -> List[List[Job]]:
-        """The units with a job not recorded yet, in plan order."""
+        """The units with a job not recorded yet, in plan order; in an adaptive search, those of
+        the jobs the advice needs next (search.py), asked again as records appear."""
+        if self.search is not None:
+            return units(self.search.todo(finished))
         return [unit for unit in units(self.jobs) if any(job.key not in finished for job in unit)]
 
     def sync(self, finished: Dict[str, dict], bar=None) -> None:

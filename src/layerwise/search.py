@@ -1,0 +1,196 @@
+"""Adaptive search along `l_c`: the advice on what to freeze without the whole sweep.
+
+The advice (analysis.what_to_freeze) is the deepest `l_c` shown safe by equivalence tests run as a
+fixed sequence: `l_c = 0` first, then 1, 2, ..., stopping at the first `l_c` not shown within the
+tolerance. That rule never looks past the first `l_c` it cannot show safe, so those levels need not
+be trained at all. `search = "adaptive"` trains the baselines, then `l_c = 0` for every seed, tests
+it, trains the next `l_c` only when it passed, and stops at the first that does not. Its advice is
+the full sweep's, test for test, and so is its error rate (never deeper than the full rule's).
+
+Rungs: a transfer whose validation metric can no longer come within the tolerance stops early.
+After each epoch it compares its validation error with its seed's baseline: if the error, less
+twice the most any shallower `l_c` of the same curve and seed improved after that epoch, still
+loses more than the tolerance, it stops there and is recorded as "pruned", and its `l_c` counts
+as not shown safe. A stop can only make the advice shallower, never deeper, so the rule keeps
+its error rate; `l_c = 0` never stops early (nothing shallower tells how far it would improve).
+
+Records stay the only state: what to train next is worked out from the records each time, so a
+search stopped anywhere and run again trains nothing twice and gives the same advice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+from . import analysis
+from .plan import Job
+from .results import metric_lower_is_better
+
+SAFETY = 2.0  # how many times the largest improvement seen at shallower l_c a stopped transfer is allowed
+
+
+def error_of(record: dict, value: float) -> float:
+    """A metric value of the record's task as an error in points (lower is better)."""
+    lower = record.get("lower_is_better", metric_lower_is_better(record.get("metric", "")))
+    return value if lower else 100.0 - value
+
+
+def history_errors(record: dict) -> List[Optional[float]]:
+    """The validation error after each epoch of a record's training."""
+    name = f"val_{record['metric']}"
+    return [None if h.get(name) is None else error_of(record, h[name]) for h in record.get("history", [])]
+
+
+def curve_of(job: Job) -> tuple:
+    """What the jobs of one curve share: every seed, fold and l_c of one pair and architecture (the
+    analysis averages folds within a seed)."""
+    return job.arch, job.source, job.target
+
+
+class Search:
+    """The adaptive search of one sweep: which jobs to run next, from the records so far."""
+
+    def __init__(self, jobs: List[Job], tolerance: float, alpha: float):
+        self.tolerance, self.alpha = tolerance, alpha
+        self.primaries = [job for job in jobs if job.kind != "transfer"]
+        self.curves: Dict[tuple, Dict[int, List[Job]]] = {}
+        for job in jobs:
+            if job.kind == "transfer":
+                self.curves.setdefault(curve_of(job), {}).setdefault(job.frozen, []).append(job)
+        self.baselines = {(job.arch, job.target, job.seed, job.fold): job for job in jobs if job.kind == "scratch"}
+        self._seen: Tuple[frozenset, Dict[tuple, dict]] = (frozenset({None}), {})
+        self._curves: Dict[tuple, tuple] = {}  # curve -> (what its decision was made from, the decision)
+
+    def todo(self, finished: Dict[str, dict]) -> List[Job]:
+        """The jobs to run now: unfinished primaries and baselines, and for every curve not yet
+        decided, the unfinished seeds of the next `l_c` (each with its early-stopping rule)."""
+        out = [job for job in self.primaries if job.key not in finished]
+        for curve, decision in self.decisions(finished).items():
+            level = decision["next"]
+            if level is not None:
+                out += [self.with_rung(job, finished) for job in self.curves[curve][level] if job.key not in finished]
+        return out
+
+    def decisions(self, finished: Dict[str, dict]) -> Dict[tuple, dict]:
+        """Per curve: `done`, its l_c finished for every seed, in order from the first, up to the
+        first that is not; `next`, the l_c to train now (None when decided, or waiting for its
+        baselines); `rule`, what analysis.what_to_freeze makes of the done levels. A curve is worked
+        out again only when its records changed."""
+        if self._seen[0] == frozenset(finished):
+            return self._seen[1]
+        out, changed = {}, {}
+        for curve, levels in self.curves.items():
+            baselines = sorted({self.baselines[job.arch, job.target, job.seed, job.fold].key for job in levels[min(levels)]})
+            ready = all(key in finished for key in baselines)
+            done = []
+            for level in sorted(levels):
+                if not all(job.key in finished for job in levels[level]):
+                    break
+                done.append(level)
+            keys = tuple(baselines) + tuple(job.key for level in done for job in levels[level]) if ready else ()
+            state = (ready, tuple(done), tuple(finished[k].get("status") for k in keys), keys)
+            if curve in self._curves and self._curves[curve][0] == state:
+                out[curve] = self._curves[curve][1]
+                continue
+            out[curve] = {"next": None, "done": done, "rule": None, "ready": ready,
+                          "baseline_failed": ready and any(finished[key].get("status") != "ok" for key in baselines)}
+            changed[curve] = (state, keys)
+        records = {key: finished[key] for state, keys in changed.values() for key in keys}
+        rules = {}
+        if records:
+            for rule in analysis.freeze_rules(list(records.values()), self.tolerance, self.alpha):
+                rules[rule["arch"], rule["source"], rule["target"]] = rule
+        for curve, (state, _) in changed.items():
+            decision = out[curve]
+            decision["rule"] = rules.get(curve)
+            self._curves[curve] = (state, decision)
+            if not decision["ready"] or decision["baseline_failed"]:
+                continue  # nothing to compare with: no transfer trains
+            if decision["rule"] is not None and decision["rule"]["stopped_at"] is not None:
+                continue  # decided: the sequence stopped
+            remaining = [level for level in sorted(self.curves[curve]) if level not in decision["done"]]
+            decision["next"] = remaining[0] if remaining else None
+        self._seen = (frozenset(finished), out)
+        return out
+
+    def with_rung(self, job: Job, finished: Dict[str, dict]) -> Job:
+        """The job with its early-stopping rule: the error its seed's baseline reached plus the
+        tolerance, and per epoch how far shallower l_c of its curve and seed went on improving."""
+        baseline = finished[self.baselines[job.arch, job.target, job.seed, job.fold].key]
+        if baseline.get("status") != "ok":
+            return job
+        shallower = [finished[j.key] for level, jobs in self.curves[curve_of(job)].items() if level < job.frozen
+                     for j in jobs if j.seed == job.seed and j.key in finished]
+        margins = rung_margins([r for r in shallower if r.get("status") == "ok"])
+        if not margins:
+            return job
+        limit = error_of(baseline, baseline["val"][baseline["metric"]]) + self.tolerance
+        return dataclasses.replace(job, rung=(limit, tuple(margins)))
+
+
+def rung_margins(records: List[dict]) -> List[Optional[float]]:
+    """Per epoch, the most any of these trainings improved its validation error after that epoch
+    (to the epoch it kept); None where none of them ran that epoch."""
+    width = max((len(r.get("history", [])) for r in records), default=0)
+    margins: List[Optional[float]] = [None] * width
+    for record in records:
+        errors = history_errors(record)
+        best = error_of(record, record["val"][record["metric"]])
+        for epoch, error in enumerate(errors):
+            if error is not None:
+                gain = max(error - best, 0.0)
+                margins[epoch] = gain if margins[epoch] is None else max(margins[epoch], gain)
+    return margins
+
+
+def should_stop(rung: tuple, epoch: int, error: float, epochs: int) -> bool:
+    """Whether a transfer with this rung (limit, margins) stops after `epoch` (1-based) with
+    validation error `error`: not after its last epoch, nor where no shallower l_c says how far
+    it could still improve."""
+    limit, margins = rung
+    if epoch >= epochs or epoch > len(margins) or margins[epoch - 1] is None:
+        return False
+    return error - SAFETY * margins[epoch - 1] > limit
+
+
+def summary(records: List[dict], epochs: int, levels_of) -> List[dict]:
+    """Per curve of an adaptive run: which l_c were trained, to how many epochs (per seed), which
+    stopped early and which were skipped, and what the transfers cost in examples x epochs against
+    training every l_c fully. `levels_of(record)` lists the l_c the plan has for that curve."""
+    curves: Dict[tuple, dict] = {}
+    for r in records:
+        if r.get("kind") != "transfer":
+            continue
+        key = (r["arch"], r["source"], r["target"], r.get("fold"))
+        c = curves.setdefault(key, {"arch": r["arch"], "source": r["source"], "target": r["target"], "fold": r.get("fold"),
+                                    "levels": levels_of(r), "trained": {}, "pruned": {}, "examples": r.get("examples"),
+                                    "cost": 0, "seeds": set()})
+        ran = len(r.get("history") or []) if r.get("status") != "failed" else len(r.get("history") or [])
+        c["trained"].setdefault(r["frozen"], []).append(ran)
+        c["seeds"].add(r["seed"])
+        if r.get("status") == "pruned":
+            c["pruned"].setdefault(r["frozen"], []).append({"seed": r["seed"], "epoch": ran})
+        c["cost"] += ran * (r.get("examples") or 0)
+    out = []
+    for c in curves.values():
+        seeds = len(c.pop("seeds"))
+        c["skipped"] = [level for level in c["levels"] if level not in c["trained"]]
+        c["full_cost"] = len(c["levels"]) * seeds * epochs * (c["examples"] or 0)
+        c["trained"] = {str(k): v for k, v in sorted(c["trained"].items())}
+        c["pruned"] = {str(k): v for k, v in sorted(c["pruned"].items())}
+        out.append(c)
+    return out
+
+
+def levels_text(levels) -> str:
+    """l_c values in words: "0-3, 5" (none: "none")."""
+    values = sorted(int(v) for v in levels)
+    if not values:
+        return "none"
+    runs, start = [], values[0]
+    for previous, value in zip(values, values[1:] + [None]):
+        if value != previous + 1:
+            runs.append(str(start) if start == previous else f"{start}-{previous}")
+            start = value
+    return ", ".join(runs)

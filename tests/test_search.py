@@ -1,0 +1,226 @@
+"""The adaptive search along l_c (search.py): its decision rule on simulated curves with a known
+answer, and the real thing end to end, stopped and started again, in worker processes."""
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import assert_same_runs, cli_env, records
+from layerwise import analysis, search
+from layerwise.cli import main
+from layerwise.config import config_from_dict
+from layerwise.errors import UserError
+from layerwise.plan import Job
+from layerwise.runner import EarlyStop, Stopped
+from layerwise.sweep import Sweep
+
+DEPTH, EPOCHS, TOLERANCE = 6, 4, 1.0
+
+
+def simulated_curves(rng, curves: int, seeds: int, loss: float, safe: int, noise: float = 1.0):
+    """Validation accuracies of `curves` independent curves (each into its own task): a baseline
+    per seed at 80 plus noise, and transfers at 80 - `loss` from l_c = safe + 1 on (0 up to
+    `safe`), each job with its own noise (`noise` times a t with 5 degrees of freedom: heavy tails), and a
+    learning curve that climbs to its final value over EPOCHS epochs."""
+    base = 80 + noise * rng.standard_t(5, size=(curves, seeds))
+    levels = np.arange(DEPTH + 1)
+    transfer = 80 - loss * (levels > safe)[None, None, :] + noise * rng.standard_t(5, size=(curves, seeds, DEPTH + 1))
+    return base, transfer
+
+
+def record(job: Job, value: float, history=None, status="ok") -> dict:
+    epochs = EPOCHS if history is None else len(history)
+    history = history or [{"epoch": e, "val_accuracy": value - 6 * (1 - e / EPOCHS) ** 2} for e in range(1, EPOCHS + 1)]
+    return {"kind": job.kind, "arch": job.arch, "source": job.source, "target": job.target, "seed": job.seed,
+            "frozen": job.frozen, "num_layers": DEPTH, "val": {"accuracy": value}, "test": {"accuracy": value},
+            "metric": "accuracy", "lower_is_better": False, "chance": 10.0, "best_epoch": epochs, "fold": None,
+            "source_fold": None, "key": job.key, "status": status, "history": history}
+
+
+def train(job: Job, value: float) -> dict:
+    """A simulated transfer that stops early as the runner's EarlyStop would."""
+    history = []
+    for epoch in range(1, EPOCHS + 1):
+        acc = value - 6 * (1 - epoch / EPOCHS) ** 2
+        history.append({"epoch": epoch, "val_accuracy": acc})
+        if job.rung is not None and search.should_stop(job.rung, epoch, 100 - acc, EPOCHS):
+            return record(job, acc, history, "pruned")
+    return record(job, value)
+
+
+def run_search(base, transfer):
+    """The adaptive search's advice per curve and what it trained, and the full rule's advice on
+    every l_c of the same simulated data."""
+    curves, seeds = base.shape
+    jobs = [Job("scratch", "x", f"t{c}", s, f"b{c}-{s}") for c in range(curves) for s in range(seeds)]
+    jobs += [Job("transfer", "x", f"t{c}", s, f"x{c}-{s}-{k}", f"s{c}", k, f"p{c}-{s}")
+             for c in range(curves) for s in range(seeds) for k in range(DEPTH + 1)]
+    finished = {job.key: record(job, base[int(job.target[1:]), job.seed]) for job in jobs if job.kind == "scratch"}
+    adaptive = search.Search(jobs, TOLERANCE, 0.05)
+    while todo := adaptive.todo(finished):
+        for job in todo:
+            finished[job.key] = train(job, transfer[int(job.target[1:]), job.seed, job.frozen])
+    every = [record(job, transfer[int(job.target[1:]), job.seed, job.frozen]) for job in jobs if job.kind == "transfer"]
+    full = analysis.freeze_rules(every + [finished[j.key] for j in jobs if j.kind == "scratch"], TOLERANCE)
+    order = lambda rules: [r["frozen"] for r in sorted(rules, key=lambda r: int(r["target"][1:]))]  # noqa: E731
+    trained = [r for r in finished.values() if r["kind"] == "transfer"]
+    return np.array(order(analysis.freeze_rules(list(finished.values()), TOLERANCE))), np.array(order(full)), trained
+
+
+@pytest.mark.parametrize("loss, curves", [(TOLERANCE, 1000), (3.0, 400)])
+def test_the_adaptive_advice_is_too_deep_in_at_most_alpha_of_curves(loss, curves):
+    """Curves safe to l_c = 2, then losing exactly the tolerance (the hardest case: a loss the test
+    can only just not tell from a safe one; 1,000 curves, Monte Carlo error 0.7%) or a planted 3
+    points, with 5 seeds and noise small enough that the safe levels are usually shown safe."""
+    base, transfer = simulated_curves(np.random.default_rng(17 + int(loss)), curves, 5, loss, safe=2, noise=0.3)
+    adaptive, full, trained = run_search(base, transfer)
+    assert np.mean(adaptive > 2) <= 0.05 + 0.007
+    assert np.mean(adaptive == 2) > 0.7  # and it does find the safe depth
+    assert np.all(adaptive <= full)  # a stop can only make the advice shallower
+    pruned = {int(r["target"][1:]) for r in trained if r["status"] == "pruned"}
+    same = [c for c in range(curves) if c not in pruned]
+    assert len(same) > 0.05 * curves and np.array_equal(adaptive[same], full[same])  # test for test, the full rule's
+    assert len(trained) < 0.6 * curves * 5 * (DEPTH + 1)
+
+
+def test_the_search_stops_at_the_first_level_not_shown_safe_and_skips_the_rest():
+    base, transfer = simulated_curves(np.random.default_rng(3), 200, 5, 8.0, safe=1, noise=0.3)
+    adaptive, full, trained = run_search(base, transfer)
+    levels = {}
+    for r in trained:
+        levels.setdefault(r["target"], set()).add(r["frozen"])
+    for c, advice in enumerate(adaptive):
+        assert levels[f"t{c}"] == set(range(advice + 2))  # every l_c up to the one that stopped it, no other
+    assert np.mean(adaptive == 1) > 0.5 and max(adaptive) <= 1
+
+
+def test_a_transfer_stops_early_only_when_even_twice_the_best_later_improvement_cannot_save_it():
+    rung = (20.0, (3.0, 1.0, None, 0.0))  # error limit, margins after epochs 1-4
+    assert search.should_stop(rung, 1, 26.5, 5) and not search.should_stop(rung, 1, 25.5, 5)
+    assert search.should_stop(rung, 2, 22.5, 5) and not search.should_stop(rung, 2, 21.5, 5)
+    assert not search.should_stop(rung, 3, 90.0, 5)  # no shallower l_c ran that epoch
+    assert not search.should_stop(rung, 5, 90.0, 5)  # the last epoch: nothing left to save
+    margins = search.rung_margins([{"metric": "accuracy", "lower_is_better": False, "val": {"accuracy": 90.0},
+                                    "history": [{"val_accuracy": 80.0}, {"val_accuracy": 88.0}, {"val_accuracy": 90.0}]}])
+    assert margins == [10.0, 2.0, 0.0]
+
+
+def test_the_runner_records_a_stopped_transfer_as_pruned_with_what_it_reached(tmp_path):
+    raw = {**FREEZE, "frozen": [0, 2], "seeds": [0], "workers": 1, "train": {"epochs": 2, "batch_size": 32}}
+    sweep = Sweep(config_from_dict(raw), tmp_path, progress=False)
+    sweep.run()
+    job = next(j for j in sweep.jobs if j.kind == "transfer" and j.frozen == 2)
+    sweep.store.remove_record(job.key)
+    stopped = sweep.runner.run_job(dataclasses.replace(job, rung=(-1.0, (0.0, 0.0))))
+    assert stopped["status"] == "pruned" and stopped["best_epoch"] == 1 and len(stopped["history"]) == 1
+    assert "stopped after epoch 1 of 2" in stopped["reason"] and stopped["val"]["accuracy"] > 0
+    rows = [r for r in analysis.results_table(sweep.store.records(k.key for k in sweep.jobs)).itertuples()
+            if r.key == job.key]
+    assert rows and {r.status for r in rows} == {"pruned"} and {r.split for r in rows} == {"val"}
+    watch = EarlyStop(dataclasses.replace(job, rung=(60.0, (5.0, 5.0))), sweep.cfg.task("printed-digits"), 3)
+    watch(1, {"accuracy": 35.0})  # error 65, less 2 x 5: within the limit of 60
+    with pytest.raises(Stopped):
+        watch(2, {"accuracy": 25.0})  # error 75, less 10, still above 60
+
+
+FREEZE = {"tasks": ["printed-letters", "printed-digits"], "archs": ["alexnet-small"], "seeds": [0, 1, 2],
+          "frozen": "all", "pairs": [["printed-letters", "printed-digits"]], "train": {"epochs": 3, "batch_size": 32},
+          "task_options": {"printed-digits": {"per_class": 16}, "printed-letters": {"per_class": 6}},
+          "arch_options": {"alexnet-small": {"width": 4, "hidden": 16}}, "workers": 2, "threads": 1}
+
+
+def write_config(folder, raw, name="search.toml"):
+    """A TOML file of `raw` (top-level values, then one level of tables)."""
+    lines = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for table, values in raw.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    lines += [f'[{table}."{key}"]'] + [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+                else:
+                    lines += [f"[{table}]"] if f"[{table}]" not in lines else []
+                    lines.append(f"{key} = {json.dumps(value)}")
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def advice_of(out):
+    return [(w["arch"], w["source"], w["target"], w["frozen"], w["stopped_at"])
+            for w in json.loads((out / "observations.json").read_text())["what_to_freeze"]]
+
+
+@pytest.fixture(scope="module")
+def full_and_adaptive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    for mode in ("full", "adaptive"):
+        config = write_config(root, {**FREEZE, "name": mode, "search": mode}, name=f"{mode}.toml")
+        assert main(["run", str(config), "--out", str(root / mode), "--quiet"]) == 0
+    return root
+
+
+def test_adaptive_gives_the_full_sweeps_advice_and_says_what_it_trained(full_and_adaptive):
+    full, adaptive = full_and_adaptive / "full", full_and_adaptive / "adaptive"
+    assert advice_of(adaptive) == advice_of(full)
+    obs = json.loads((adaptive / "observations.json").read_text())
+    curve = obs["search"]["curves"][0]
+    trained = sorted(int(k) for k in curve["trained"])
+    assert trained == list(range(len(trained))) and curve["skipped"] == list(range(len(trained), 7))
+    assert obs["search"]["fraction"] < 1 and curve["skipped"]
+    points = {int(r.split(",")[4]) for r in (adaptive / "curves.csv").read_text().splitlines()[1:]}
+    assert points == set(trained) - {int(k) for k in curve["pruned"]}  # skipped l_c are absent, never interpolated
+    html = (adaptive / "report.html").read_text()
+    assert "Adaptive search" in html and "skipped" in html
+    full_records = records(full)
+    for name, r in records(adaptive).items():  # what the search trained is what the full sweep trained
+        if r["status"] == "ok":
+            assert {k: v for k, v in r.items() if k not in ("seconds", "finished", "rung")} == \
+                {k: v for k, v in full_records[name].items() if k not in ("seconds", "finished", "rung")}
+
+
+def test_an_adaptive_run_killed_anywhere_and_started_again_trains_nothing_twice_and_gives_the_same_advice(
+        full_and_adaptive, tmp_path):
+    config = write_config(tmp_path, {**FREEZE, "name": "adaptive", "search": "adaptive"})
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline = time.time() + 120
+    while len(list(out.glob("jobs/*.json"))) < 6 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=60)
+    time.sleep(1.5)
+    before = {p.name: p.read_bytes() for p in out.glob("jobs/*.json")}
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    after = {p.name: p.read_bytes() for p in out.glob("jobs/*.json")}
+    assert all(after[name] == seen for name, seen in before.items())  # nothing trained twice
+    assert_same_runs(full_and_adaptive / "adaptive", out, len(records(full_and_adaptive / "adaptive")))
+    assert advice_of(out) == advice_of(full_and_adaptive / "adaptive")
+
+
+def test_full_after_adaptive_trains_what_was_skipped_or_stopped(full_and_adaptive, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(full_and_adaptive / "adaptive", out)
+    config = write_config(tmp_path, {**FREEZE, "name": "adaptive", "search": "full"})
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    assert advice_of(out) == advice_of(full_and_adaptive / "full")
+    assert "search" not in json.loads((out / "observations.json").read_text())
+    assert all(r["status"] == "ok" for r in records(out).values())
+
+
+def test_search_is_checked_and_needs_a_baseline(tiny_raw, tmp_path):
+    with pytest.raises(UserError, match=r"search must be one of full, adaptive; got 'fast'"):
+        config_from_dict({**tiny_raw, "search": "fast"}, "x.toml")
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    raw = {**tiny_raw, "tasks": ["printed-digits"], "search": "adaptive",
+           "primary": {"arch": "alexnet-small", "checkpoint": str(tmp_path / "w.safetensors"), "baseline": False}}
+    with pytest.raises(UserError, match="adaptive.*baseline"):
+        config_from_dict(raw, "x.toml")
