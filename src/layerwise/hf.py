@@ -416,3 +416,59 @@ def layered(directory: Union[str, Path], cuts=None, weights: bool = True, model:
 
 def vocabulary_size(directory: Union[str, Path]) -> Optional[int]:
     return read_config(directory).get("vocab_size")
+
+
+# --- the data a saved model takes ------------------------------------------------------------------
+
+DATA_KINDS = {"image": ("image-folder",), "text": ("text",), "audio": ("audio-folder",)}
+
+
+def data_options(directory: Union[str, Path], name: str, table: dict, where: str) -> dict:
+    """A `[data.NAME]` table with what the saved model fixes filled in where the table leaves it
+    out: images at the model's resolution and normalisation (its preprocessor_config.json), text
+    tokenised by its tokenizer, audio as raw waveforms at its sampling rate."""
+    if not isinstance(table, dict):
+        return table
+    config = read_config(directory)
+    fam = FAMILIES[config["model_type"]]
+    kind = table.get("kind")
+    if kind not in DATA_KINDS[fam.kind]:
+        raise UserError(f"{where} [data.{name}]: the model in {directory} ({config['model_type']}) takes {fam.kind} "
+                        f"data (kind {' or '.join(DATA_KINDS[fam.kind])}); got kind {kind!r}")
+    pre = preprocessor(directory)
+    if fam.kind == "image":
+        size = config.get("image_size", 224)
+        size = size if isinstance(size, int) else size[0]
+        found = {"shape": [config.get("num_channels", 3), size, size]}
+        if pre.get("do_normalize", True) and "image_mean" in pre and "image_std" in pre:
+            found.update(mean=list(pre["image_mean"]), std=list(pre["image_std"]))
+    elif fam.kind == "text":
+        positions = config.get("max_position_embeddings", 512) - (2 if config["model_type"] == "roberta" else 0)
+        found = {"tokenizer": str(directory), "max_length": min(128, positions)}
+    else:
+        found = {"input": "waveform", "sample_rate": pre.get("sampling_rate", 16000),
+                 "normalize": bool(pre.get("do_normalize", True))}
+    return {**found, **table}
+
+
+def load_tokenizer(path: Union[str, Path], where: str):
+    """A tokenizer saved in `path` (a model's directory, or one of its own), read offline."""
+    transformers = require_transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(f"{where}: cannot load a tokenizer from {path} ({str(err).splitlines()[0]}); expected a "
+                        "directory written by tokenizer.save_pretrained") from None
+    if tokenizer.pad_token is None:
+        raise UserError(f"{where}: the tokenizer in {path} has no padding token, so texts cannot be padded to "
+                        "max_length; give it one (tokenizer.pad_token = ...) and save it again")
+    return tokenizer
+
+
+def check_vocabulary(directory: Union[str, Path], tokens: int, where: str) -> None:
+    """A tokenizer whose ids reach past the model's embeddings would fail mid-training (or, worse,
+    another tokenizer of the same size would feed it other words): the sizes must match."""
+    size = vocabulary_size(directory)
+    if size is not None and tokens != size:
+        raise UserError(f"{where}: its tokenizer has {tokens} tokens but the model in {directory} has a vocabulary of "
+                        f"{size} (vocab_size in config.json); use the model's own tokenizer")
