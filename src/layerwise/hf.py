@@ -62,9 +62,17 @@ def require_transformers():
 
 
 def _get(module: nn.Module, dotted: str) -> nn.Module:
+    """The submodule at a dotted path, or one line saying the family's row does not fit the model
+    (another transformers version may lay a model out otherwise: ViT's blocks moved in 5.0)."""
+    found = module
     for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
+        found = getattr(found, part, None)
+        if found is None:
+            import transformers
+
+            raise UserError(f"{type(module).__name__} has no {dotted!r}, where layerwise.hf.FAMILIES expects it; "
+                            f"transformers {transformers.__version__} lays it out otherwise (tested with 5.24)")
+    return found
 
 
 # --- the pieces ----------------------------------------------------------------------------------
