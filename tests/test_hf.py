@@ -366,3 +366,12 @@ def test_without_transformers_the_line_says_how_to_install_it(models, data, tmp_
     code = main(["freeze", "--model", str(models["vit"]), "--data", str(data["image"]), "--out", str(tmp_path / "run")])
     assert code == 2
     assert "pip install 'layerwise[hf]'" in capsys.readouterr().err
+
+
+def test_freeze_cuts_every_other_block_when_asked(models, data):
+    from layerwise.plan import plan
+
+    cfg = freeze_config(str(models["bert"]), None, str(data["text"]), ["every-2"], None, None, 1, [])
+    jobs = plan(cfg)
+    assert sorted(j.frozen for j in jobs if j.kind == "transfer") == [0, 1, 2, 3]  # embeddings | blocks 0-1 | block 2
+    assert cfg.primary.arch == "hf-bert" and cfg.data["reviews"]["tokenizer"] == str(models["bert"])
