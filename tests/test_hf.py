@@ -375,3 +375,18 @@ def test_freeze_cuts_every_other_block_when_asked(models, data):
     jobs = plan(cfg)
     assert sorted(j.frozen for j in jobs if j.kind == "transfer") == [0, 1, 2, 3]  # embeddings | blocks 0-1 | block 2
     assert cfg.primary.arch == "hf-bert" and cfg.data["reviews"]["tokenizer"] == str(models["bert"])
+
+
+def test_a_configs_primary_takes_the_directory_relative_to_the_config(models, data, tmp_path):
+    import shutil
+
+    from layerwise.config import config_from_dict
+    from layerwise.plan import plan
+
+    shutil.copytree(models["vit"], tmp_path / "my-vit")
+    raw = {"tasks": ["colours"], "seeds": [0], "primary": {"checkpoint": "my-vit"},
+           "data": {"colours": {"kind": "image-folder", "path": str(data["image"])}}}
+    cfg = config_from_dict(raw, str(tmp_path / "exp.toml"))
+    assert cfg.primary.arch == "hf-vit" and cfg.primary.name == "my-vit"
+    assert cfg.data["colours"]["shape"] == [3, 16, 16]  # the model's resolution
+    assert sorted(j.frozen for j in plan(cfg) if j.kind == "transfer") == [0, 1, 2, 3, 4]
