@@ -390,3 +390,11 @@ def test_a_configs_primary_takes_the_directory_relative_to_the_config(models, da
     assert cfg.primary.arch == "hf-vit" and cfg.primary.name == "my-vit"
     assert cfg.data["colours"]["shape"] == [3, 16, 16]  # the model's resolution
     assert sorted(j.frozen for j in plan(cfg) if j.kind == "transfer") == [0, 1, 2, 3, 4]
+
+
+def test_only_a_saved_directory_goes_without_arch(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.safetensors").write_bytes(b"")
+    assert main(["freeze", "--model", "m.safetensors", "--data", "printed-digits", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--arch is required" in err and len(err.splitlines()) == 1
