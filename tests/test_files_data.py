@@ -389,7 +389,7 @@ def test_a_data_table_makes_a_task_with_its_path_relative_to_the_config(tmp_path
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"kind": "pictures"}, "kind must be one of image-folder, arrays, audio-folder; got 'pictures'"),
+    ({"kind": "pictures"}, "kind must be one of image-folder, arrays, audio-folder, text; got 'pictures'"),
     ({"colour": True}, "unknown key for kind 'image-folder': 'colour'"),
     ({"shape": [2, 16, 16]}, "C = 1 (grey) or 3 (colour)"),
     ({"fractions": [0.5, 0.5]}, "fractions must be three positive numbers"),

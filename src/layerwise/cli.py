@@ -190,14 +190,17 @@ def parser() -> argparse.ArgumentParser:
     frz = sub.add_parser("freeze", help="which layers of a trained network to freeze for your data: transfer it at "
                          "every l_c, train a baseline from scratch, print the advice")
     frz.add_argument("--model", help="its weights: a .safetensors file or a torch.save'd state_dict (read as weights "
-                     "only); optional when --arch is a callable that loads its own")
-    frz.add_argument("--arch", required=True, help="a registered architecture (see `layerwise list`) or "
-                     "package.module:function returning an nn.Module")
+                     "only; optional when --arch is a callable that loads its own), or a Hugging Face model's "
+                     "save_pretrained directory (vit, bert, roberta, distilbert, wav2vec2, hubert; needs no --arch)")
+    frz.add_argument("--arch", help="a registered architecture (see `layerwise list`) or "
+                     "package.module:function returning an nn.Module; not needed for a Hugging Face directory")
     frz.add_argument("--data", required=True, help="the task to transfer to: a registered task's name, or your data: "
                      "an image folder, a .npz file (or folder of .npy), an audio folder; its options with "
                      "--set data.NAME.KEY=VALUE (e.g. shape=[1,16,16]), NAME being its file or folder name")
     frz.add_argument("--cuts", nargs="+", help="for a module: the submodules that end each body layer, or a family "
-                     "(resnet, timm-resnet, alexnet, vgg11..vgg19[_bn]); default: from the function's name")
+                     "(resnet, timm-resnet, alexnet, vgg11..vgg19[_bn]); default: from the function's name. For a "
+                     "Hugging Face model: the units that end each body layer (embeddings, blocks.0, blocks.1 ...) or "
+                     "every-K (the stem and every K-th block); default: every unit")
     frz.add_argument("--classes", type=int, help="outputs of the checkpoint's head (default: read from head.weight)")
     frz.add_argument("--name", help="the primary's name in the results (default: the checkpoint's file name)")
     frz.add_argument("--seeds", type=int, default=3, help="seeds per l_c and for the baseline (default 3)")

@@ -13,13 +13,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from . import hf
 from .errors import UserError, unknown
-from .given import CallableBuilder, GivenPrimary, given_primary
+from .given import CallableBuilder, GivenPrimary, HFBuilder, given_primary
 from .nets import ARCHS
 from .options import check_call_options, check_dataclass_options
 from .stats import TESTS
 from .tasks import TASKS, Task, make_task
 from .tasks.files import data_tasks
+from .tasks.text import TextFiles  # noqa: F401 (the kind "text" of [data.NAME] tables)
 from .train import TrainConfig
 
 REPORT_PANELS = ("pair", "pair-arch")
@@ -206,7 +208,14 @@ def config_from_dict(raw: Dict[str, Any], where: str = "<config>") -> Config:
     cfg = Config(source=where, name=str(raw.get("name", Path(where).stem)), description=str(raw.get("description", "")))
     if raw.get("primary") is not None:
         raw = _with_given_primary(cfg, raw, where)
+    if cfg.primary is not None and cfg.primary.is_hf and isinstance(raw.get("data"), dict):
+        raw = {**raw, "data": {name: hf.data_options(cfg.primary.checkpoint, name, table, where)
+                               for name, table in raw["data"].items()}}
     files = data_tasks(raw.get("data", {}), Path(where).parent, where)  # paths relative to the config file
+    if cfg.primary is not None and cfg.primary.is_hf:
+        for name, task in files.items():
+            if hasattr(task, "vocabulary_size"):
+                hf.check_vocabulary(cfg.primary.checkpoint, task.vocabulary_size(), f"{where} [data.{name}]")
     cfg.custom_tasks.update(files)
     cfg.data = {name: task.table() for name, task in files.items()}  # paths made absolute, classes found
     for key, registry in (("tasks", {**TASKS, **files}), ("archs", {**ARCHS, **cfg.custom_archs})):
@@ -278,6 +287,8 @@ def _with_given_primary(cfg: Config, raw: Dict[str, Any], where: str) -> Dict[st
     arch = cfg.primary.arch
     if cfg.primary.is_callable:
         cfg.custom_archs[arch] = CallableBuilder(cfg.primary)
+    elif cfg.primary.is_hf:
+        cfg.custom_archs[arch] = HFBuilder(cfg.primary)
     if raw.get("archs", [arch]) != [arch]:
         raise UserError(f"{where}: archs must be [{arch!r}], the architecture of [primary], or left out; got {raw['archs']!r}")
     if raw.get("pairs", "all") != "all":

@@ -25,10 +25,14 @@ from .tasks.files import data_table
 ADVICE_FILE = "advice.txt"
 
 
-def freeze_config(model: Optional[str], arch: str, data: str, cuts: Optional[Union[str, List[str]]], classes: Optional[int],
+def freeze_config(model: Optional[str], arch: Optional[str], data: str, cuts: Optional[Union[str, List[str]]], classes: Optional[int],
                   name: Optional[str], seeds: int, overrides: List[str]) -> Config:
     """The experiment `layerwise freeze` runs: the given primary into one task, `seeds` seeds."""
-    primary = {"arch": arch}
+    hf_model = model is not None and Path(model).expanduser().is_dir()  # a save_pretrained directory
+    if not arch and not hf_model:
+        raise UserError("--arch is required: a registered architecture or package.module:function (only a saved "
+                        "Hugging Face model directory as --model needs none)")
+    primary = {"arch": arch} if arch else {}
     if model is not None:
         primary["checkpoint"] = str(Path(model).expanduser().resolve())
     if cuts and len(cuts) == 1 and cuts[0] in CUTS:
@@ -36,10 +40,11 @@ def freeze_config(model: Optional[str], arch: str, data: str, cuts: Optional[Uni
     for key, value in (("cuts", cuts), ("classes", classes), ("name", name)):
         if value is not None:
             primary[key] = value
-    label = name or (Path(model).stem if model else arch.rpartition(":")[2])
+    label = name or (Path(model).expanduser().resolve().name if hf_model else Path(model).stem if model
+                     else arch.rpartition(":")[2])
     task, files = data_task(data)
     raw = {"name": f"freeze-{label}-{task}", "tasks": [task], "seeds": list(range(seeds)), "primary": primary,
-           "description": f"What to freeze of {label} ({arch}) for {task}", "data": files}
+           "description": f"What to freeze of {label} ({arch or 'Hugging Face'}) for {task}", "data": files}
     return config_from_dict(apply_overrides(raw, overrides), "layerwise freeze")
 
 
@@ -52,8 +57,8 @@ def data_task(data: str):
     path = Path(data).expanduser()
     if not path.exists():
         raise UserError(f"--data {data!r} is neither a registered task ({', '.join(sorted(TASKS))}) nor a file or "
-                        "folder: an image folder (<class>/*.png), a .npz file or folder of .npy arrays, or an "
-                        "audio folder (<class>/*.wav)")
+                        "folder: an image folder (<class>/*.png), a .npz file or folder of .npy arrays, an "
+                        "audio folder (<class>/*.wav), or a text file (.csv, .tsv, .jsonl)")
     name, table = data_table(path)
     return name, {name: table}
 

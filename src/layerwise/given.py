@@ -31,8 +31,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from . import hf
 from .errors import UserError, unknown
-from .hashing import file_digest, tensors_digest
+from .hashing import directory_digest, file_digest, tensors_digest
 from .net import LayeredNet
 from .nets import ARCHS
 from .nets.cuts import family_of, resolve_cuts
@@ -55,6 +56,11 @@ class GivenPrimary:
     def is_callable(self) -> bool:
         return ":" in self.arch
 
+    @property
+    def is_hf(self) -> bool:
+        """A Hugging Face model: the checkpoint is a save_pretrained directory (`hf.py`)."""
+        return self.checkpoint is not None and Path(self.checkpoint).is_dir()
+
 
 def given_primary(table: Any, where: str, archs, base: Path) -> GivenPrimary:
     """The `[primary]` table of a config, checked: the architecture exists, the checkpoint is a
@@ -64,6 +70,8 @@ def given_primary(table: Any, where: str, archs, base: Path) -> GivenPrimary:
         raise UserError(f"{where} must be a table")
     check_dataclass_options(GivenPrimary, table, "key", where)
     given = GivenPrimary(**table)
+    if given.checkpoint is not None and (base / Path(given.checkpoint).expanduser()).is_dir():
+        return _hf_primary(given, base, where)
     if not given.arch:
         raise UserError(f"{where}: arch is required: a registered architecture ({', '.join(sorted(ARCHS))}), "
                         "one of your own, or a Python callable as \"package.module:function\"")
@@ -82,6 +90,23 @@ def given_primary(table: Any, where: str, archs, base: Path) -> GivenPrimary:
         given.name = Path(given.checkpoint).stem if given.checkpoint else given.arch.rpartition(":")[2]
     if given.cuts is not None:
         resolve_cuts(given.cuts, f"{where} cuts")
+    return given
+
+
+def _hf_primary(given: GivenPrimary, base: Path, where: str) -> GivenPrimary:
+    """A `[primary]` whose checkpoint is a saved Hugging Face model: its family is read from its
+    config.json now (a directory that is none, or a model_type with no family, stops here), and
+    its architecture is named after it ("hf-vit") unless arch names it."""
+    given.checkpoint = str((base / Path(given.checkpoint).expanduser()).resolve())
+    config = hf.read_config(given.checkpoint)
+    hf.require_transformers()
+    if given.arch and (given.arch in ARCHS or given.is_callable):
+        raise UserError(f"{where}: checkpoint {given.checkpoint} is a Hugging Face model; arch {given.arch!r} is "
+                        "another architecture (leave arch out, or give it a name of your own)")
+    given.arch = given.arch or f"hf-{config['model_type']}"
+    given.name = given.name or Path(given.checkpoint).name
+    if given.classes is not None:
+        raise UserError(f"{where}: classes is read from the Hugging Face model's config.json; leave it out")
     return given
 
 
@@ -186,6 +211,19 @@ def reset(module: nn.Module, given: GivenPrimary) -> nn.Module:
 
 
 @dataclass(frozen=True)
+class HFBuilder:
+    """A builder (input_shape, num_outputs) -> LayeredNet for a Hugging Face model's architecture,
+    freshly initialised from its config.json (the baselines; the caller seeds it), cut as the
+    given primary is, with a fresh head. An object, so that a worker process can be sent it."""
+
+    given: GivenPrimary
+
+    def __call__(self, input_shape, num_outputs: int) -> LayeredNet:
+        net = hf.layered(self.given.checkpoint, self.given.cuts, weights=False)
+        return LayeredNet(net.layers, net.make_head(num_outputs), net.make_head)
+
+
+@dataclass(frozen=True)
 class CallableBuilder:
     """A builder (input_shape, num_outputs) -> LayeredNet for a callable's architecture: its module
     (with fresh weights when the baselines train), cut, with a fresh head. An object rather than
@@ -205,6 +243,8 @@ def primary_net(cfg, input_shape, weights: bool) -> LayeredNet:
     """The given primary's network; with `weights`, holding the given weights (else as built,
     for the run's own checkpoint of it to be loaded into)."""
     given = cfg.primary
+    if given.is_hf:
+        return hf.layered(given.checkpoint, given.cuts, weights=weights)
     what = f"arch {given.arch!r}"
     state = read_state(given.checkpoint) if weights and given.checkpoint else None
     if given.is_callable:
@@ -238,6 +278,9 @@ def identity(cfg, input_shape) -> Dict[str, Any]:
     does not fit before anything trains."""
     given = cfg.primary
     net = primary_net(cfg, input_shape, True)
-    weights = file_digest(given.checkpoint) if given.checkpoint else tensors_digest(net.state_dict().items())
+    if given.is_hf:
+        weights = directory_digest(Path(given.checkpoint))
+    else:
+        weights = file_digest(given.checkpoint) if given.checkpoint else tensors_digest(net.state_dict().items())
     return {"arch": given.arch, "options": cfg.arch_options.get(given.arch, {}), "classes": given.classes,
             "cuts": given.cuts, "input_shape": list(input_shape), "weights": weights}

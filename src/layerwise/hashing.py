@@ -27,6 +27,15 @@ def file_digest(path: Path) -> str:
     return file_hash(path).hex()[:SHORT]
 
 
+def directory_digest(folder: Path) -> str:
+    """The digest of every file under `folder` (a saved model: config, weights, tokenizer), by
+    relative path and content."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0" + file_hash(path))
+    return h.hexdigest()[:SHORT]
+
+
 def spec_digest(spec: dict) -> str:
     """The digest of a JSON-able description (a job's spec, a cache entry's key)."""
     return text_digest(json.dumps(spec, sort_keys=True))

@@ -92,7 +92,8 @@ def check_fits(cfg: Config, arch: str, task: Task) -> None:
     net.eval()
     try:
         with torch.no_grad():
-            net(torch.zeros(1, *task.input_shape))
+            # a task whose inputs are not one tensor (token ids with their mask) gives its own example
+            net(task.example() if hasattr(task, "example") else torch.zeros(1, *task.input_shape))
     except (RuntimeError, ValueError) as err:  # torch's shape errors
         data = f"{task.path} holds" if isinstance(getattr(task, "path", None), str) else f"task {task.name!r} gives"
         raise UserError(f"{cfg.source}: {data} examples of shape {tuple(task.input_shape)}, which {arch} cannot take "

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from .bundle import bytes_per_example, cat
 from .net import LayeredNet
 from .tasks import TaskData
 from .train import TrainConfig, memory_layout, to_layout
@@ -30,10 +31,10 @@ class PrefixCache:
         """The memory the outputs of `level` layers take, in the dtype they are kept in."""
         one = self._advance(self.raw.train.x, 0, level, 1)
         total = len(self.raw.train) + len(self.raw.val) + len(self.raw.test)
-        return one[0].numel() * one.element_size() * total
+        return bytes_per_example(one) * total
 
     @torch.no_grad()
-    def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
+    def _advance(self, x, start: int, stop: int, n: int):
         step = self.cfg.eval_batch_size
         device = self.raw.train.y.device
         layout = memory_layout(self.cfg, device)  # the layout fit gives the suffix's inputs: no copy per step
@@ -41,7 +42,7 @@ class PrefixCache:
             parts = [self.primary.features(to_layout(x[torch.arange(i, min(i + step, n), device=device)], layout),
                                            upto=stop, start=start)
                      for i in range(0, n, step)]
-        return torch.cat(parts)
+        return cat(parts)  # tensors, or bundles (hidden states with their mask)
 
     def at(self, level: int) -> Optional[TaskData]:
         """The splits as seen after `level` layers, or None when that would not fit in memory."""

@@ -20,12 +20,16 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from .bundle import Bundle
 from .net import LayeredNet
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
     """The centred Gram matrix (n x n) of n examples' representations, scaled to unit Frobenius
-    norm (all zeros when the representation is constant)."""
+    norm (all zeros when the representation is constant). A bundle's hidden states stand for it,
+    their padded positions zeroed."""
+    if isinstance(x, Bundle):
+        x = x.representation()
     x = x.flatten(1).double()
     x = x - x.mean(0)  # centring the features centres the Gram matrix
     k = x @ x.T

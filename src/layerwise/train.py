@@ -104,8 +104,9 @@ def memory_layout(cfg: TrainConfig, device: torch.device) -> torch.memory_format
 
 
 def to_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
-    """`x` in `layout` when it is a batch of images (4-d); other inputs have no channels to move."""
-    return x.contiguous(memory_format=layout) if x.dim() == 4 else x
+    """`x` in `layout` when it is a batch of images (4-d); other inputs (a bundle of token ids and
+    their mask, say) have no channels to move."""
+    return x.contiguous(memory_format=layout) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
 
 
 def lr_factor(cfg: TrainConfig, progress: float) -> float:

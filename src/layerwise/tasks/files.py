@@ -46,7 +46,8 @@ from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..audio import FeatureMatrix, LogMel, cached_features
+from ..audio import FeatureMatrix, LogMel, cached_features, read_audio
+from ..bundle import Bundle
 from ..errors import UserError, warn
 from ..hashing import file_hash
 from ..options import check_dataclass_options
@@ -58,9 +59,11 @@ from .speech import check_windows, utterance_posteriors, window_split
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # what Pillow reads (a first frame)
 AUDIO_SUFFIXES = (".wav",)
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")  # kind "text" (tasks/text.py)
+INPUTS = ("log-mel", "waveform")  # what an audio folder gives a network
 MODES = {"L": 1, "RGB": 3}
 GREY = {"1", "L", "LA", "I", "I;16", "F"}  # Pillow modes without colour
-EXPECTED = ("an image folder (DIR/<class>/*.png|jpg|bmp|gif|webp|tif...), an audio folder (DIR/<class>/*.wav), either "
+EXPECTED = ("a text file (.csv, .tsv, .jsonl, or a folder of train.*, test.*), an image folder (DIR/<class>/*.png|jpg|bmp|gif|webp|tif...), an audio folder (DIR/<class>/*.wav), either "
             "optionally under DIR/train/, DIR/val/, DIR/test/; a .npz file with x and y (or x_train, y_train, "
             "x_test, y_test); or a folder of such .npy files")
 
@@ -310,6 +313,8 @@ class ImageFolder(FolderTask):
     what = "image folder"
     shape: Optional[List[int]] = None  # [C, H, W] or [H, W]; unset: as the files are, all alike
     mode: Optional[str] = None  # "L" or "RGB"; unset: from shape's C, else as each file is
+    mean: Optional[List[float]] = None  # per channel, pixels scaled to 0..1 (a Hugging Face image processor's
+    std: Optional[List[float]] = None  # image_mean and image_std); unset: the training split's statistics
 
     def __post_init__(self):
         if self.shape is not None and (len(self.shape) not in (2, 3) or
@@ -321,6 +326,13 @@ class ImageFolder(FolderTask):
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         if self.mode is not None and self.shape is not None and len(self.shape) == 3 and MODES[self.mode] != self.shape[0]:
             raise ValueError(f"mode {self.mode!r} has {MODES[self.mode]} channel(s), but shape {self.shape} asks for {self.shape[0]}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, list) or not value or
+                                      not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                raise ValueError(f"{key} must be a list of numbers, one per channel; got {value!r}")
+        if (self.mean is None) != (self.std is None) or (self.std is not None and min(self.std) <= 0):
+            raise ValueError(f"mean and std go together (std positive); got mean = {self.mean}, std = {self.std}")
         super().__post_init__()
 
     def pixel_mode(self) -> Optional[str]:
@@ -352,6 +364,12 @@ class ImageFolder(FolderTask):
         x, y = torch.from_numpy(np.stack(images)), torch.from_numpy(self.labels)
         parts = [torch.from_numpy(p) for p in self.split_indices()]
         mean, std = channel_stats(x[parts[0]])
+        if self.mean is not None:  # the model's own normalisation, given for pixels scaled to 0..1
+            if len(self.mean) not in (1, x.shape[1]) or len(self.std) not in (1, x.shape[1]):
+                raise UserError(f"[data.{self.name}]: mean and std need one value per channel ({x.shape[1]}); got "
+                                f"mean = {self.mean}, std = {self.std}")
+            mean = torch.tensor(self.mean, dtype=torch.float32).expand(x.shape[1]) * 255
+            std = torch.tensor(self.std, dtype=torch.float32).expand(x.shape[1]) * 255
         return TaskData(*(Split(Images(x[p], mean, std), y[p]) for p in parts))
 
 
@@ -363,18 +381,37 @@ class AudioFolder(FolderTask):
     context: int = 21  # frames per window (odd), centred on the frame it stands for
     hop: int = 1  # a window every `hop` frames
     n_mels: int = 40
-    sample_rate: int = 16000  # every file must have it (nothing is resampled)
+    sample_rate: int = 16000  # log-mel: every file must have it; waveform: files at other rates are resampled
     cache: Optional[str] = None  # feature cache folder; default $LAYERWISE_DATA/cache or ~/.cache/layerwise/cache
+    input: str = "log-mel"  # "log-mel" windows, or "waveform": raw samples for wav2vec2 and HuBERT
+    seconds: float = 2.0  # waveform: each file is cut into pieces this long, the last padded (with a mask)
+    normalize: bool = False  # waveform: each piece to zero mean and unit variance (wav2vec2's feature extractor)
 
     def __post_init__(self):
         check_windows(self.context, hop=self.hop, n_mels=self.n_mels, sample_rate=self.sample_rate)
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {', '.join(INPUTS)}; got {self.input!r}")
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)) or not self.seconds > 0:
+            raise ValueError(f"seconds must be a positive number; got {self.seconds!r}")
         super().__post_init__()
 
     @property
+    def samples(self) -> int:
+        return int(round(self.seconds * self.sample_rate))
+
+    @property
     def input_shape(self):
-        return (1, self.n_mels, self.context)
+        return (self.samples,) if self.input == "waveform" else (1, self.n_mels, self.context)
+
+    def example(self):
+        """One input of the task's shape, for checking a network takes it before training."""
+        if self.input != "waveform":
+            return torch.zeros(1, *self.input_shape)
+        return Bundle(input_values=torch.zeros(1, self.samples), attention_mask=torch.ones(1, self.samples, dtype=torch.long))
 
     def read(self) -> TaskData:
+        if self.input == "waveform":
+            return self.read_waveforms()
         found = cached_features(self.paths, LogMel(sample_rate=self.sample_rate, n_mels=self.n_mels),
                                 data_root(self.cache, "cache"), "audio-folder", f"[data.{self.name}] cache")
         matrix = FeatureMatrix(torch.from_numpy(found.feats))
@@ -387,6 +424,22 @@ class AudioFolder(FolderTask):
             splits.append(window_split(matrix, found.offsets, examples, self.context // 2))
         return TaskData(*splits)
 
+    def read_waveforms(self) -> TaskData:
+        """Each file as pieces of `seconds` (the last padded, its mask marking the samples), at
+        `sample_rate`: a file at another rate is resampled (a polyphase filter, scipy's
+        resample_poly). Its pieces share its group, so a file is scored by their mean posterior."""
+        pieces = [waveform_pieces(p, self.sample_rate, self.samples, self.normalize) for p in self.paths]
+        splits = []
+        for part in self.split_indices():
+            files = [int(u) for u in part]
+            waves = torch.cat([pieces[u][0] for u in files])
+            masks = torch.cat([pieces[u][1] for u in files])
+            counts = torch.tensor([len(pieces[u][0]) for u in files])
+            y = torch.from_numpy(self.labels[files]).repeat_interleave(counts)
+            groups = torch.tensor(files).repeat_interleave(counts)
+            splits.append(Split(Bundle(input_values=waves, attention_mask=masks), y, groups))
+        return TaskData(*splits)
+
     def score(self, logits: torch.Tensor, split: Split) -> Dict[str, float]:
         """Accuracy over files: each file's class is the argmax of its windows' mean posterior."""
         if len(split) == 0:
@@ -396,6 +449,31 @@ class AudioFolder(FolderTask):
         truth[inverse] = split.y
         acc = (posteriors.argmax(1) == truth).float().mean().item() * 100
         return {"accuracy": acc, "error": 100 - acc}
+
+
+def waveform_pieces(path: Path, rate: int, length: int, normalize: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A file's samples at `rate` cut into pieces of `length` (the last zero-padded, unless it is
+    under a tenth of a piece and not the only one) and their masks (1 for a real sample)."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    signal, found = read_audio(path)
+    if found != rate:
+        common = gcd(int(found), int(rate))
+        signal = resample_poly(signal, rate // common, int(found) // common)
+    signal = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
+    starts = list(range(0, max(len(signal), 1), length))
+    if len(starts) > 1 and len(signal) - starts[-1] < length // 10:
+        starts.pop()
+    waves = torch.zeros(len(starts), length)
+    masks = torch.zeros(len(starts), length, dtype=torch.long)
+    for i, start in enumerate(starts):
+        piece = signal[start:start + length]
+        if normalize and len(piece) > 1:
+            piece = (piece - piece.mean()) / torch.sqrt(piece.var(unbiased=False) + 1e-7)
+        waves[i, :len(piece)], masks[i, :len(piece)] = piece, 1
+    return waves, masks
 
 
 def label_values(y: np.ndarray, where: str) -> np.ndarray:
@@ -573,10 +651,14 @@ def detect_kind(path: Path) -> str:
     if path.is_file():
         if path.suffix.lower() == ".npz":
             return "arrays"
+        if path.suffix.lower() in TEXT_SUFFIXES:
+            return "text"
         raise UserError(f"{path} is a file, not a .npz file; expected {EXPECTED}")
     names = {e.name for e in _entries(path)}
     if names & {"x.npy", "x_train.npy"}:
         return "arrays"
+    if any(f"train{suffix}" in names for suffix in TEXT_SUFFIXES):
+        return "text"
     top = path / "train" if "train" in names and (path / "train").is_dir() else path
     suffixes = {f.suffix.lower() for c in _entries(top) if c.is_dir() for f in _entries(c) if f.is_file()}
     images, audio = bool(suffixes & set(IMAGE_SUFFIXES)), bool(suffixes & set(AUDIO_SUFFIXES))
