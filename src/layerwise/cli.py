@@ -64,7 +64,9 @@ def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", r
 
     def announce(todo: int) -> None:  # once the run directory is ours
         print(f"{cfg.name}: {len(sweep.jobs)} jobs, {len(sweep.jobs) - todo} already finished in {out_dir}, "
-              f"{todo} to run {where(cfg, sweep)}", file=sys.stderr)
+              f"{'up to ' if sweep.search else ''}{todo} to run {where(cfg, sweep)}"
+              + ("; adaptive search: only the l_c the advice on what to freeze needs" if sweep.search else ""),
+              file=sys.stderr)
 
     signal.signal(signal.SIGTERM, _interrupt)  # a batch system's stop is handled like Ctrl-C
     try:
