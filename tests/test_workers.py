@@ -136,3 +136,43 @@ def test_a_warning_met_in_several_workers_is_printed_once(tiny_raw, tmp_path):
     assert done.returncode == 0, done.stderr
     for task in ("digits", "printed-digits"):  # each met by both workers, and by each seed
         assert done.stderr.count(f"task {task!r}: the train split has") == 1, done.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_a_job_whose_memory_allocation_fails_is_one_line_naming_it_and_a_rerun_finishes(tiny_raw, tmp_path, monkeypatch,
+                                                                                       capsys, command):
+    """A real allocation failure of torch's CPU allocator (asked for a petabyte) in the third job,
+    or in the first curve's estimates: one line naming it, exit 2, the jobs before it kept."""
+    import layerwise.estimate as estimate_module
+    import layerwise.runner as runner_module
+
+    where = runner_module if command == "run" else estimate_module
+    name = "fit" if command == "run" else "curve_rows"
+    real, calls = getattr(where, name), []
+
+    def greedy(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == (3 if command == "run" else 1):
+            torch.empty(2**50, dtype=torch.uint8)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(where, name, greedy)
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    assert main([command, str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("layerwise: error:")]
+    assert len(lines) == 1 and "ran out of memory (can't allocate memory" in lines[0] and "Traceback" not in err, err
+    if command == "run":
+        job = next(j for j in Sweep(config_from_dict(tiny_raw), out, progress=False).jobs
+                   if not (out / "jobs" / f"{j.key}.json").exists())
+        assert f"{job.describe()} (job {job.key}) ran out of memory" in lines[0]
+        assert len(stamps(out)) == 2  # the two jobs before it
+    else:
+        assert "the estimates of alexnet-small" in lines[0] and len(stamps(out)) == 2  # the primaries
+    before = stamps(out)
+    monkeypatch.setattr(where, name, real)
+    assert main([command, str(config), "--out", str(out), "--quiet"]) == 0
+    after = stamps(out)
+    assert all(after[name] == seen for name, seen in before.items())
+    if command == "run":
+        assert len(after) == 8

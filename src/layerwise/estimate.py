@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from .errors import UserError, memory_error, out_of_memory
 from .executors import local_workers, map_units
 from .plan import Job, units
 from .prefix import PrefixCache
@@ -80,6 +80,12 @@ def estimate_unit(cfg, out: str, unit: List[Job], threads: int) -> Optional[list
         runner.store.set_job_aside(err.key, err.why)
         runner.forget()
         return None
+    except Exception as err:
+        if out_of_memory(err):
+            runner.forget()
+            job = unit[0]
+            raise memory_error(f"the estimates of {job.arch} {job.source} -> {job.target} seed {job.seed}", err) from None
+        raise
 
 
 def estimate_sweep(sweep, progress: bool = True):
