@@ -1,10 +1,11 @@
 """The frozen prefix of a transfer, computed once: a primary's first `l_c` layers applied to a
-secondary task's splits, advanced one layer at a time as `l_c` grows."""
+secondary task's splits, advanced one layer at a time as `l_c` grows; or, where a whole split's
+outputs would not fit in memory, streamed a chunk of examples at a time (`stream`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
@@ -57,3 +58,18 @@ class PrefixCache:
             splits.append(dataclasses.replace(split, x=x))
         self.level, self.data = level, TaskData(*splits)
         return self.data
+
+    def stream(self, x, levels: List[int]) -> Iterator[Dict[int, torch.Tensor]]:
+        """The outputs after each of `levels` (ascending) layers on the examples `x`, one chunk of
+        `eval_batch_size` examples at a time: for outputs that do not fit in memory whole
+        (`cache_limit_gb`). Each chunk goes from level to level exactly as `at` takes a whole
+        split (the same examples per batch, the same layout at each level's start), so the
+        outputs are the same bits, and only one chunk's are held at once."""
+        step, device = self.cfg.eval_batch_size, self.raw.train.y.device
+        for i in range(0, len(x), step):
+            part, level, outputs = x[torch.arange(i, min(i + step, len(x)), device=device)], 0, {}
+            for stop in levels:
+                if stop > level:
+                    part, level = self._advance(part, level, stop, len(part)), stop
+                outputs[stop] = part
+            yield outputs
