@@ -3,6 +3,7 @@ that dies or a driver that is stopped or killed costs only what was running, and
 workers and threads "auto" and "cores" give."""
 
 import signal
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -176,3 +177,48 @@ def test_a_job_whose_memory_allocation_fails_is_one_line_naming_it_and_a_rerun_f
     assert all(after[name] == seen for name, seen in before.items())
     if command == "run":
         assert len(after) == 8
+
+
+def children(pid: int) -> list:
+    """The processes whose parent is `pid` (from /proc: Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has ended, though nobody may ever reap it in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_whose_driver_is_killed_while_they_start_exit_quietly_without_training(tiny_raw, tmp_path):
+    """kill -9 of the driver as soon as its workers exist, while they still import torch: they
+    must not run the units it had already sent them, write no record and print no traceback."""
+    config, out = write_config(tmp_path, {**tiny_raw, "workers": 2}), tmp_path / "run"
+    command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline, workers = time.time() + 120, []
+    while len(workers) < 2 and time.time() < deadline and driver.poll() is None:
+        workers = children(driver.pid)
+        time.sleep(0.01)
+    driver.kill()
+    assert len(workers) == 2 and not list(out.glob("jobs/*.json"))
+    err = driver.stderr.read()  # to its end: every worker holds this pipe until it exits
+    driver.wait()
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)
+    assert "Traceback" not in err and "Error" not in err and "Warning" not in err, err
+    time.sleep(1.0)
+    assert not list(out.glob("jobs/*.json"))  # nothing trained after the driver died

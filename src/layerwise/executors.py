@@ -40,6 +40,7 @@ from .tasks.files import FileTask
 # its own worker, as a crash would.
 CRASH_ONCE = "LAYERWISE_TEST_CRASH_ONCE"
 AUTO_WORKERS = 8  # the most processes workers = "auto" starts: each holds its own copy of the data
+DRIVER = "LAYERWISE_WORKER_DRIVER"  # a local worker's environment: its driver's process id (worker.py)
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read by numpy's BLAS as it loads
 
 
@@ -219,7 +220,8 @@ class WorkerPool:
         if getattr(self.local, "process", None) is None:
             path = os.pathsep.join([str(Path(__file__).resolve().parent.parent), *filter(None, sys.path)])
             self.local.process = subprocess.Popen([sys.executable, "-m", "layerwise.worker"], stdin=subprocess.PIPE,
-                                                  stdout=subprocess.PIPE, env={**self.env, "PYTHONPATH": path})
+                                                  stdout=subprocess.PIPE,
+                                                  env={**self.env, "PYTHONPATH": path, DRIVER: str(os.getpid())})
             self.processes.append(self.local.process)
         return self.local.process
 
