@@ -24,7 +24,7 @@ from .prefix import PrefixCache
 from .results import ESTIMATE_COLUMNS
 from .runner import Runner, worker_runner
 from .scores import all_scores, flat_features
-from .store import DamagedCheckpoint
+from .store import DamagedCheckpoint, writing
 from .tasks import Split, TaskData
 
 TRAIN_CAP = 2000
@@ -149,7 +149,10 @@ def train_primaries(sweep) -> None:
 
 
 def write_estimates(sweep, progress: bool = True):
-    """estimates.csv in the sweep's run directory; returns its path."""
+    """estimates.csv in the sweep's run directory, written whole or not at all (a kill while it
+    is written leaves the last one); returns its path."""
     path = sweep.store.root / "estimates.csv"
-    estimate_sweep(sweep, progress).to_csv(path, index=False, float_format="%.6g")
+    table = estimate_sweep(sweep, progress)
+    with writing(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
     return path
