@@ -35,13 +35,23 @@ class PrefixCache:
 
     @torch.no_grad()
     def _advance(self, x, start: int, stop: int, n: int) -> torch.Tensor:
+        """Layers `start..stop-1` on the first `n` examples of `x`, `eval_batch_size` at a time
+        and one layer at a time, each given its input in the layout fit gives the suffix's inputs
+        (no copy per step). One layer at a time, so that a level's outputs are the same bits
+        however the cache reached it: a resumed unit jumps straight to its first unfinished l_c,
+        and a layer whose output leaves channels-last (a 1-channel input does) would otherwise
+        hand the next convolution another layout than the step-by-step run did, and it rounds
+        differently."""
         step = self.cfg.eval_batch_size
         device = self.raw.train.y.device
-        layout = memory_layout(self.cfg, device)  # the layout fit gives the suffix's inputs: no copy per step
+        layout = memory_layout(self.cfg, device)
+        parts = []
         with torch.autocast(device.type, enabled=self.cfg.amp):  # as the prefix runs in training
-            parts = [self.primary.features(to_layout(x[torch.arange(i, min(i + step, n), device=device)], layout),
-                                           upto=stop, start=start)
-                     for i in range(0, n, step)]
+            for i in range(0, n, step):
+                part = x[torch.arange(i, min(i + step, n), device=device)]
+                for layer in range(start, stop):
+                    part = self.primary.features(to_layout(part, layout), upto=layer + 1, start=layer)
+                parts.append(part)
         return torch.cat(parts)
 
     def at(self, level: int) -> Optional[TaskData]:
