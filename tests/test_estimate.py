@@ -354,3 +354,41 @@ def test_fisher_intervals_are_bounded_and_centred_on_z():
     mean, low, high = agreement.fisher_interval([0.95, 0.99, 0.7])
     assert -1 < low < mean < high < 1
     assert agreement.fisher_interval([]) == (None, None, None)
+
+
+def test_prefix_outputs_over_the_cache_limit_are_streamed_in_chunks_to_the_same_estimates(tmp_path, tiny_raw, monkeypatch):
+    """`layerwise estimate` at cache_limit_gb = 0 (no split's outputs fit) streams the outputs a
+    chunk of eval_batch_size examples at a time, instead of refusing, and gets the same estimates,
+    to the last bit."""
+    from layerwise.cli import main
+    from layerwise.config import config_from_dict
+    from layerwise.prefix import PrefixCache
+    from layerwise.runner import Runner
+    from layerwise.sweep import Sweep
+    from test_cli import write_config
+
+    tiny_raw["train"].update(epochs=1, eval_batch_size=128)  # several chunks of the 2000 + 1000 examples
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    assert main(["estimate", str(config), "--out", str(out), "--quiet"]) == 0
+    whole = (out / "estimates.csv").read_text()
+    streamed, real = [], PrefixCache.stream
+    monkeypatch.setattr(PrefixCache, "stream", lambda self, *a: streamed.append(1) or real(self, *a))
+    assert main(["estimate", str(config), "--out", str(out), "--quiet", "--set", "train.cache_limit_gb=0"]) == 0
+    assert streamed and (out / "estimates.csv").read_text() == whole
+
+    # The numbers themselves, not only their six digits in the file.
+    cfg = config_from_dict(tiny_raw, "tiny.toml")
+    unit = next(u for u in estimate.units(Sweep(cfg, out, progress=False).jobs)
+                if u[0].kind == "transfer" and u[0].target == "digits")
+    runner = Runner(cfg, out)
+    primary, _ = runner.primary(unit[0])
+    data, levels = runner.data(unit[0].target, 0), [job.frozen for job in unit]
+    assert len(data.train) > 2 * 128
+    chunked = estimate.curve_scores(primary, data, levels, 0, dataclasses_replace(cfg.train, cache_limit_gb=0))
+    assert chunked == estimate.curve_scores(primary, data, levels, 0, cfg.train) and len(chunked) == 3
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)

@@ -3,6 +3,7 @@ worker that dies is replaced, and a driver killed at any moment is resumed witho
 finished work."""
 
 import signal
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -62,9 +63,11 @@ def test_a_driver_killed_mid_sweep_and_started_again_finishes_the_rest_and_rerun
         time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.communicate(timeout=60)
-    time.sleep(1)  # Ray stops the dead driver's workers
+    time.sleep(1)  # its tasks end within a fifth of a second of it (executors.ends_with)
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("jobs/*.json")}
     assert 4 <= len(before) < 16
+    time.sleep(2)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("jobs/*.json")} == before  # none writes
 
     ran = Sweep(on_ray(tiny_raw), out, progress=False).run()  # started again, here
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("jobs/*.json")}
@@ -87,3 +90,48 @@ def test_an_address_where_nothing_answers_fails_in_seconds_in_one_line(tmp_path,
     errors = [line for line in done.stderr.splitlines() if line.startswith("layerwise: error:")]
     assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "nothing answers there" in errors[0], done.stderr
     assert "Traceback" not in done.stderr and not list(out.rglob("jobs/*.json"))
+
+
+def ray_processes() -> dict:
+    """{pid: command line} of the running processes of Ray (its binaries, agents and workers)."""
+    from test_workers import alive
+
+    found = {}
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if ("ray::" in line or "/ray/" in line or "default_worker" in line) and alive(int(path.parent.name)):
+            found[int(path.parent.name)] = line[:120]
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_driver_killed_with_the_local_cluster_it_started_leaves_no_ray_process_and_no_writer(tiny_raw, tmp_path):
+    """kill -9 of a driver that started its own local Ray cluster (no --address): its tasks stop
+    within half a second and no Ray process of it stays (its agents did, for good); run again, the
+    sweep finishes without repeating a job."""
+    tiny_raw["frozen"] = "all"
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    before = set(ray_processes())
+    command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet", "--executor", "ray"]
+    env = {k: v for k, v in cli_env().items() if k != "RAY_ADDRESS"}  # a cluster of its own
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while len(list(out.glob("jobs/*.json"))) < 4 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    assert {pid for pid in ray_processes() if pid not in before}, "no Ray process started"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(0.5)  # a task ends within 0.2 s of its driver; without that, they went on for a second or more
+    written = {p.name: p.stat().st_mtime_ns for p in out.glob("jobs/*.json")}
+    deadline = time.time() + 10
+    while {pid for pid in ray_processes() if pid not in before} and time.time() < deadline:
+        time.sleep(0.2)
+    assert not {pid: line for pid, line in ray_processes().items() if pid not in before}
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("jobs/*.json")} == written  # nothing wrote since
+    assert 4 <= len(written) < 16
+
+    ran = Sweep(config_from_dict(tiny_raw, "tiny.toml"), out, progress=False).run()  # the rest, here
+    assert len(list(out.glob("jobs/*.json"))) == 16 and not {f"{job.key}.json" for job in ran} & set(written)

@@ -242,3 +242,28 @@ def test_a_second_process_on_a_running_sweep_refuses_at_once_and_the_first_loses
     assert first.returncode == 0 and "ran 16 jobs" in err, err
     assert len(list(out.glob("jobs/*.json"))) == 16
     assert all((out / "jobs" / name).read_bytes() == data for name, data in records.items())
+
+
+def test_a_unit_resumed_at_a_deep_l_c_trains_the_same_bits_as_one_never_stopped(tiny_raw, tmp_path, monkeypatch):
+    """With the prefix cache and channels-last on (the CPU's defaults): a resumed unit's cache
+    jumps from the inputs straight to its first unfinished l_c (4 here), where the unit never
+    stopped got there one level at a time; the transfers' weights must still be the same bits."""
+    from safetensors.torch import load_file
+
+    from conftest import assert_same_runs
+
+    tiny_raw.update(frozen="all", checkpoints="all", threads=1)
+    cfg = config_from_dict(tiny_raw)
+    assert cfg.train.cache_prefix and cfg.train.channels_last is None  # on for the CPU
+    Sweep(cfg, tmp_path / "whole", progress=False).run()
+    real = interrupt_fit_at(monkeypatch, 2 + 4 + 1)  # two primaries, l_c = 0..3 of the first unit, then l_c = 4
+    with pytest.raises(KeyboardInterrupt):
+        Sweep(cfg, tmp_path / "resumed", progress=False).run()
+    monkeypatch.setattr(runner_module, "fit", real)
+    assert len(list((tmp_path / "resumed" / "jobs").glob("*.json"))) == 6
+    ran = Sweep(cfg, tmp_path / "resumed", progress=False).run()
+    assert ran[0].kind == "transfer" and ran[0].frozen == 4
+    assert_same_runs(tmp_path / "whole", tmp_path / "resumed", 16)
+    for path in (tmp_path / "whole" / "checkpoints").glob("*.safetensors"):
+        want, got = load_file(path), load_file(tmp_path / "resumed" / "checkpoints" / path.name)
+        assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want), path.name

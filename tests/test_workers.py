@@ -3,6 +3,7 @@ that dies or a driver that is stopped or killed costs only what was running, and
 workers and threads "auto" and "cores" give."""
 
 import signal
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -136,3 +137,88 @@ def test_a_warning_met_in_several_workers_is_printed_once(tiny_raw, tmp_path):
     assert done.returncode == 0, done.stderr
     for task in ("digits", "printed-digits"):  # each met by both workers, and by each seed
         assert done.stderr.count(f"task {task!r}: the train split has") == 1, done.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_a_job_whose_memory_allocation_fails_is_one_line_naming_it_and_a_rerun_finishes(tiny_raw, tmp_path, monkeypatch,
+                                                                                       capsys, command):
+    """A real allocation failure of torch's CPU allocator (asked for a petabyte) in the third job,
+    or in the first curve's estimates: one line naming it, exit 2, the jobs before it kept."""
+    import layerwise.estimate as estimate_module
+    import layerwise.runner as runner_module
+
+    where = runner_module if command == "run" else estimate_module
+    name = "fit" if command == "run" else "curve_rows"
+    real, calls = getattr(where, name), []
+
+    def greedy(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == (3 if command == "run" else 1):
+            torch.empty(2**50, dtype=torch.uint8)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(where, name, greedy)
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    assert main([command, str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("layerwise: error:")]
+    assert len(lines) == 1 and "ran out of memory (can't allocate memory" in lines[0] and "Traceback" not in err, err
+    if command == "run":
+        job = next(j for j in Sweep(config_from_dict(tiny_raw), out, progress=False).jobs
+                   if not (out / "jobs" / f"{j.key}.json").exists())
+        assert f"{job.describe()} (job {job.key}) ran out of memory" in lines[0]
+        assert len(stamps(out)) == 2  # the two jobs before it
+    else:
+        assert "the estimates of alexnet-small" in lines[0] and len(stamps(out)) == 2  # the primaries
+    before = stamps(out)
+    monkeypatch.setattr(where, name, real)
+    assert main([command, str(config), "--out", str(out), "--quiet"]) == 0
+    after = stamps(out)
+    assert all(after[name] == seen for name, seen in before.items())
+    if command == "run":
+        assert len(after) == 8
+
+
+def children(pid: int) -> list:
+    """The processes whose parent is `pid` (from /proc: Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has ended, though nobody may ever reap it in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_whose_driver_is_killed_while_they_start_exit_quietly_without_training(tiny_raw, tmp_path):
+    """kill -9 of the driver as soon as its workers exist, while they still import torch: they
+    must not run the units it had already sent them, write no record and print no traceback."""
+    config, out = write_config(tmp_path, {**tiny_raw, "workers": 2}), tmp_path / "run"
+    command = [sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline, workers = time.time() + 120, []
+    while len(workers) < 2 and time.time() < deadline and driver.poll() is None:
+        workers = children(driver.pid)
+        time.sleep(0.01)
+    driver.kill()
+    assert len(workers) == 2 and not list(out.glob("jobs/*.json"))
+    err = driver.stderr.read()  # to its end: every worker holds this pipe until it exits
+    driver.wait()
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)
+    assert "Traceback" not in err and "Error" not in err and "Warning" not in err, err
+    time.sleep(1.0)
+    assert not list(out.glob("jobs/*.json"))  # nothing trained after the driver died

@@ -35,6 +35,24 @@ def warn(message: str) -> None:
         tqdm.write(f"layerwise: warning: {message}", file=sys.stderr)  # above a progress bar, not through it
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is a failed memory allocation: Python's MemoryError, torch's on a GPU, or
+    torch's CPU allocator (a plain RuntimeError saying it "can't allocate memory")."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+def memory_error(what: str, err: BaseException) -> UserError:
+    """The one line for `what` (a job, a curve) that ran out of memory. The machine, not the job,
+    is at fault, so nothing is recorded for it: the same command, with less running at once,
+    runs it again."""
+    said = (str(err).strip().splitlines() or [type(err).__name__])[-1].split("DefaultCPUAllocator: ")[-1].strip()
+    return UserError(f"{what} ran out of memory ({said}); finished jobs are kept: run fewer at once "
+                     "(workers = 1), or lower train.batch_size, train.eval_batch_size or train.cache_limit_gb, "
+                     "and run the same command again")
+
+
 @contextmanager
 def held_warnings():
     """Keep the block's warnings in the list it yields instead of printing them: a worker process

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from .errors import UserError, memory_error, out_of_memory
 from .executors import local_workers, map_units
 from .plan import Job, units
 from .prefix import PrefixCache
 from .results import ESTIMATE_COLUMNS
 from .runner import Runner, worker_runner
 from .scores import all_scores, flat_features
-from .store import DamagedCheckpoint
+from .store import DamagedCheckpoint, writing
 from .tasks import Split, TaskData
 
 TRAIN_CAP = 2000
@@ -41,20 +41,31 @@ def subsample(split, cap: int, seed: int):
 
 def curve_scores(primary, data, levels, seed: int, train_cfg) -> Dict[int, Dict[str, float]]:
     """{l_c: {score: value}} for one primary on one secondary task's data (one seed). The
-    prefix outputs come from the sweep's prefix cache, one more layer per level; the test split is
-    never read (the cache advances every split, so it is given one validation example)."""
+    prefix outputs come from the sweep's prefix cache, one more layer per level, or, where they
+    would exceed train.cache_limit_gb, are streamed a chunk of examples at a time and reduced to
+    their flat features as they come (the same numbers: `flat_chunks`). The test split is never
+    read (the cache advances every split, so it is given one validation example)."""
     train, val = subsample(data.train, TRAIN_CAP, seed), subsample(data.val, VAL_CAP, seed)
     one = Split(val.x[torch.arange(1, device=val.y.device)], val.y[:1])
     cache = PrefixCache(primary, TaskData(train, val, one), train_cfg)
     ty, vy = train.y.cpu().numpy(), val.y.cpu().numpy()
-    out = {}
-    for level in sorted(levels):
-        seen = cache.at(level)
-        if seen is None:
-            raise UserError(f"the prefix outputs of {TRAIN_CAP + VAL_CAP} examples after {level} layers exceed "
-                            f"train.cache_limit_gb = {train_cfg.cache_limit_gb}; raise it to estimate")
-        out[level] = all_scores(flat_features(seen.train.x, seed=seed), ty, flat_features(seen.val.x, seed=seed), vy)
-    return out
+    levels, step = sorted(levels), train_cfg.eval_batch_size
+    if all(cache.bytes_at(level) <= train_cfg.cache_limit_gb * 2**30 for level in levels):
+        features = {level: [flat_chunks(split.x, seed, step) for split in (seen.train, seen.val)]
+                    for level, seen in ((level, cache.at(level)) for level in levels)}
+    else:
+        streamed = [[{level: flat_features(x, seed=seed) for level, x in chunk.items()}
+                     for chunk in cache.stream(split.x, levels)] for split in (train, val)]
+        features = {level: [np.concatenate([chunk[level] for chunk in chunks]) for chunks in streamed]
+                    for level in levels}
+    return {level: all_scores(features[level][0], ty, features[level][1], vy) for level in levels}
+
+
+def flat_chunks(x, seed: int, step: int) -> np.ndarray:
+    """`flat_features` of `x` a chunk of `step` examples at a time, as the streamed outputs get
+    them: the random projection of a whole split and of its chunks may round differently."""
+    index = lambda i: torch.arange(i, min(i + step, len(x)), device=x.device)  # noqa: E731  (a lazy view takes only these)
+    return np.concatenate([flat_features(x[index(i)], seed=seed) for i in range(0, len(x), step)])
 
 
 def curve_rows(runner: Runner, unit: List[Job]) -> list:
@@ -80,6 +91,12 @@ def estimate_unit(cfg, out: str, unit: List[Job], threads: int) -> Optional[list
         runner.store.set_job_aside(err.key, err.why)
         runner.forget()
         return None
+    except Exception as err:
+        if out_of_memory(err):
+            runner.forget()
+            job = unit[0]
+            raise memory_error(f"the estimates of {job.arch} {job.source} -> {job.target} seed {job.seed}", err) from None
+        raise
 
 
 def estimate_sweep(sweep, progress: bool = True):
@@ -132,7 +149,10 @@ def train_primaries(sweep) -> None:
 
 
 def write_estimates(sweep, progress: bool = True):
-    """estimates.csv in the sweep's run directory; returns its path."""
+    """estimates.csv in the sweep's run directory, written whole or not at all (a kill while it
+    is written leaves the last one); returns its path."""
     path = sweep.store.root / "estimates.csv"
-    estimate_sweep(sweep, progress).to_csv(path, index=False, float_format="%.6g")
+    table = estimate_sweep(sweep, progress)
+    with writing(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
     return path

@@ -25,7 +25,7 @@ import threading
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -40,6 +40,7 @@ from .tasks.files import FileTask
 # its own worker, as a crash would.
 CRASH_ONCE = "LAYERWISE_TEST_CRASH_ONCE"
 AUTO_WORKERS = 8  # the most processes workers = "auto" starts: each holds its own copy of the data
+DRIVER = "LAYERWISE_WORKER_DRIVER"  # a local worker's environment: its driver's process id (worker.py)
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read by numpy's BLAS as it loads
 
 
@@ -219,7 +220,8 @@ class WorkerPool:
         if getattr(self.local, "process", None) is None:
             path = os.pathsep.join([str(Path(__file__).resolve().parent.parent), *filter(None, sys.path)])
             self.local.process = subprocess.Popen([sys.executable, "-m", "layerwise.worker"], stdin=subprocess.PIPE,
-                                                  stdout=subprocess.PIPE, env={**self.env, "PYTHONPATH": path})
+                                                  stdout=subprocess.PIPE,
+                                                  env={**self.env, "PYTHONPATH": path, DRIVER: str(os.getpid())})
             self.processes.append(self.local.process)
         return self.local.process
 
@@ -255,12 +257,27 @@ def run_ray(sweep, finished: Dict[str, dict], bar) -> None:
     again, with the transfers that need it."""
     ray = import_ray()
     started = connect(ray, sweep.cfg.ray.address)
+    reaper = start_reaper(ray) if started else None
     try:
         while todo := sweep.todo(finished):
             wait(ray, sweep, submit(ray, sweep, todo, finished), finished, bar)
     finally:
         if started:
             ray.shutdown()
+        if reaper is not None:
+            reaper.kill()
+            reaper.wait()
+
+
+def start_reaper(ray) -> Optional[subprocess.Popen]:
+    """When this process has just started a local Ray cluster (not joined one), a watchdog
+    (reaper.py) that tears it down should this process be killed without shutting it down; None
+    when it joined a cluster, which outlives it by design."""
+    node = getattr(ray._private.worker, "_global_node", None)  # Ray's own record of the node it started
+    if node is None or not node.is_head():
+        return None
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("reaper.py")), str(os.getpid())],
+                            stdin=subprocess.DEVNULL)
 
 
 def connect(ray, address: Optional[str], **options) -> bool:
@@ -306,12 +323,12 @@ def submit(ray, sweep, todo: List[List[Job]], finished: Dict[str, dict]) -> list
     settings = sweep.cfg.ray
     task = ray.remote(num_cpus=settings.cpus, num_gpus=settings.gpus, max_retries=settings.max_retries)(ray_unit)
     cfg = ray.put(worker_config(sweep.cfg))
-    out, crash = str(sweep.store.root), os.environ.get(CRASH_ONCE)
+    out, crash, driver = str(sweep.store.root), os.environ.get(CRASH_ONCE), (socket.gethostname(), os.getpid())
     refs, primaries = [], {}
     for unit in todo:  # in plan order: a primary's task exists before its transfers'
         job = unit[0]
         after = [primaries[job.primary]] if job.kind == "transfer" and job.primary not in finished else []
-        refs.append(task.options(name=job.describe()).remote(cfg, out, unit, crash, *after))
+        refs.append(task.options(name=job.describe()).remote(cfg, out, unit, crash, driver, *after))
         if job.primary is None:  # a primary, trained or given
             primaries[job.key] = refs[-1]
     return refs
@@ -360,11 +377,51 @@ def worker_config(cfg):
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
 
 
-def ray_unit(cfg, out: str, unit: List[Job], crash: Optional[str], *after) -> List[str]:
+def ray_unit(cfg, out: str, unit: List[Job], crash: Optional[str], driver: Tuple[str, int], *after) -> List[str]:
     """A unit in a Ray worker, with as many torch threads as the CPUs it asked for; returns the
-    keys of the jobs it ran. `after` is its primary's outcome, there only so that Ray runs this
-    task once the primary's has ended."""
-    return run_unit(cfg, out, unit, max(1, int(cfg.ray.cpus)), crash)
+    keys of the jobs it ran. It ends with its driver (`ends_with`). `after` is its primary's
+    outcome, there only so that Ray runs this task once the primary's has ended."""
+    with ends_with(driver):
+        return run_unit(cfg, out, unit, max(1, int(cfg.ray.cpus)), crash)
+
+
+@contextmanager
+def ends_with(driver: Tuple[str, int]):
+    """End this process within a fifth of a second of the driver (host, process id) while the
+    block runs, when the driver runs on this machine: killed (kill -9), it cannot cancel its
+    tasks, and Ray stops them only some seconds later, while they go on writing records. (A
+    driver on another machine is left to Ray.)"""
+    host, pid = driver
+    if host != socket.gethostname():
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            if not running(pid):
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def run_unit(cfg, out: str, unit: List[Job], threads: int, crash: Optional[str] = None) -> List[str]:

@@ -1,10 +1,11 @@
 """The frozen prefix of a transfer, computed once: a primary's first `l_c` layers applied to a
-secondary task's splits, advanced one layer at a time as `l_c` grows."""
+secondary task's splits, advanced one layer at a time as `l_c` grows; or, where a whole split's
+outputs would not fit in memory, streamed a chunk of examples at a time (`stream`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
@@ -35,13 +36,23 @@ class PrefixCache:
 
     @torch.no_grad()
     def _advance(self, x, start: int, stop: int, n: int):
+        """Layers `start..stop-1` on the first `n` examples of `x`, `eval_batch_size` at a time
+        and one layer at a time, each given its input in the layout fit gives the suffix's inputs
+        (no copy per step). One layer at a time, so that a level's outputs are the same bits
+        however the cache reached it: a resumed unit jumps straight to its first unfinished l_c,
+        and a layer whose output leaves channels-last (a 1-channel input does) would otherwise
+        hand the next convolution another layout than the step-by-step run did, and it rounds
+        differently."""
         step = self.cfg.eval_batch_size
         device = self.raw.train.y.device
-        layout = memory_layout(self.cfg, device)  # the layout fit gives the suffix's inputs: no copy per step
+        layout = memory_layout(self.cfg, device)
+        parts = []
         with torch.autocast(device.type, enabled=self.cfg.amp):  # as the prefix runs in training
-            parts = [self.primary.features(to_layout(x[torch.arange(i, min(i + step, n), device=device)], layout),
-                                           upto=stop, start=start)
-                     for i in range(0, n, step)]
+            for i in range(0, n, step):
+                part = x[torch.arange(i, min(i + step, n), device=device)]
+                for layer in range(start, stop):
+                    part = self.primary.features(to_layout(part, layout), upto=layer + 1, start=layer)
+                parts.append(part)
         return cat(parts)  # tensors, or bundles (hidden states with their mask)
 
     def at(self, level: int) -> Optional[TaskData]:
@@ -58,3 +69,18 @@ class PrefixCache:
             splits.append(dataclasses.replace(split, x=x))
         self.level, self.data = level, TaskData(*splits)
         return self.data
+
+    def stream(self, x, levels: List[int]) -> Iterator[Dict[int, torch.Tensor]]:
+        """The outputs after each of `levels` (ascending) layers on the examples `x`, one chunk of
+        `eval_batch_size` examples at a time: for outputs that do not fit in memory whole
+        (`cache_limit_gb`). Each chunk goes from level to level exactly as `at` takes a whole
+        split (the same examples per batch, the same layout at each level's start), so the
+        outputs are the same bits, and only one chunk's are held at once."""
+        step, device = self.cfg.eval_batch_size, self.raw.train.y.device
+        for i in range(0, len(x), step):
+            part, level, outputs = x[torch.arange(i, min(i + step, len(x)), device=device)], 0, {}
+            for stop in levels:
+                if stop > level:
+                    part, level = self._advance(part, level, stop, len(part)), stop
+                outputs[stop] = part
+            yield outputs

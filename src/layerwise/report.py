@@ -22,7 +22,7 @@ from .errors import UserError, warn
 from .estimate import TRAIN_CAP, VAL_CAP
 from .results import ESTIMATE_COLUMNS
 from .scores import MAX_DIMS
-from .store import Store, write_atomic, write_results, writing
+from .store import Store, discard_temporaries, write_atomic, write_results, writing
 
 
 def write_csv(path: Path, header, rows) -> None:
@@ -491,6 +491,7 @@ def report(run_dir: Path, out: Optional[Path] = None) -> Path:
                         f"layerwise report {run_dir} --out FOLDER")
     records = store.records(plan)
     if out is None:
+        discard_temporaries(Path(run_dir))  # of a report killed as it wrote
         store.write_results(records)
         return write_report(Path(run_dir), records, config, planned=len(plan))
     out = Path(out)
@@ -500,6 +501,7 @@ def report(run_dir: Path, out: Optional[Path] = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create the report folder {out}: {err.strerror}") from None
+    discard_temporaries(out)
     write_results(out / "results.csv", records)
     if (Path(run_dir) / "estimates.csv").exists():  # the estimates' section reads them beside the report
         write_atomic(out / "estimates.csv", (Path(run_dir) / "estimates.csv").read_text())

@@ -19,7 +19,7 @@ import torch
 
 from . import given
 from .config import Config
-from .errors import warn
+from .errors import memory_error, out_of_memory, warn
 from .net import LayeredNet, count_parameters
 from .plan import Job, build, unit_key
 from .prefix import PrefixCache
@@ -103,7 +103,8 @@ class Runner:
         """Run the jobs of one unit that are not recorded, in order; return their records.
         `on_start(job)` and `on_done(job, record)` follow each job. When the unit's primary
         checkpoint cannot be read, the primary and its record are set aside (it is not finished
-        any more, and trains again before its transfers) and the unit stops there."""
+        any more, and trains again before its transfers) and the unit stops there. A job that runs
+        out of memory stops the unit with a UserError naming it (the jobs recorded before it stay)."""
         records = []
         try:
             for job in unit:
@@ -111,7 +112,13 @@ class Runner:
                     continue
                 if on_start:
                     on_start(job)
-                records.append(self.run_job(job, on_epoch))
+                try:
+                    records.append(self.run_job(job, on_epoch))
+                except Exception as err:
+                    if out_of_memory(err):
+                        self.forget()  # what it held goes with it
+                        raise memory_error(f"{job.describe()} (job {job.key})", err) from None
+                    raise
                 if on_done:
                     on_done(job, records[-1])
         except DamagedCheckpoint as err:

@@ -80,6 +80,27 @@ def _discard(path: Path) -> None:
         pass
 
 
+def discard_temporaries(folder: Path) -> None:
+    """Remove from `folder` the temporary files of `writing` whose process has ended (one killed
+    while it wrote: kill -9 leaves no time to clean up). Only a folder that one process on this
+    machine writes at a time (a run directory's top level, a report's folder): a Ray worker on
+    another node may be writing in jobs/ under a process id this machine does not know."""
+    for path in folder.glob(".*.tmp*"):
+        pid = path.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not running(int(pid)):
+            _discard(path)
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
 def write_atomic(path: Path, text: str) -> None:
     with writing(path) as tmp:
         tmp.write_text(text)
@@ -217,6 +238,7 @@ class Store:
         keeps the planned jobs and adds `keys` (and the new tasks, architectures, seeds and data
         tasks to the config, so the report names them); "replace" sets the old files aside first."""
         self.create()
+        discard_temporaries(self.root)
         if mode == "replace" and self.is_run():
             self.set_experiment_aside()
         if mode == "extend" and self.is_run():

@@ -73,12 +73,11 @@ class Sweep:
         warn(f"{self.cfg.source} plans no transfer: {why}; only the baselines train")
 
     def check_data(self, jobs: List[Job]) -> None:
-        """Fail before any training when a task's data is missing: loading it raises the task's
-        own message (what is expected, where, how to get it), or fetches it where allowed."""
+        """Fail before any training when a task's data is missing or damaged: the task's own check
+        (Task.check) raises its message (what is wrong, where, how to get it), or fetches it
+        where allowed."""
         for name, fold in dict.fromkeys((job.target, job.fold) for job in jobs if job.kind != "given"):
-            task = task_of(self.cfg, name, fold)
-            if not task.available():
-                task.load(0)
+            task_of(self.cfg, name, fold).check()
 
     def run(self, announce: Optional[Callable[[int], None]] = None) -> List[Job]:
         """Run every unfinished job through the config's executor (executors.py); return the jobs

@@ -81,6 +81,14 @@ class Task:
     def load(self, seed: int = 0) -> TaskData:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Raise a UserError naming what is missing or damaged, before any job trains: a sweep asks
+        every task it will train on first, so bad data never stops it after other jobs trained.
+        Loading reports what is missing (or fetches it where allowed); a task whose files can only
+        be checked by reading them all reads them here (SpeechTask)."""
+        if not self.available():
+            self.load(0)
+
     def folds(self) -> List["Task"]:
         """The single-fold tasks this one stands for, each trained and scored on its own (a sweep
         runs every job of the task once per fold). Most tasks are one fold: themselves."""

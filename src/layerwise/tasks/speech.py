@@ -57,6 +57,12 @@ class SpeechTask(Task):
         except UserError:
             return False
 
+    def check(self) -> None:
+        """Read the whole corpus: a damaged audio or label file is met only by reading it, and
+        met in a worker it would stop the sweep after other jobs trained. Its features are cached
+        as they are computed, so the jobs read them back instead of the audio."""
+        self.load(0)
+
     def features(self, files: List[Path]) -> Tuple[FeatureMatrix, np.ndarray, np.ndarray]:
         """The log-mel features of `files` back to back, each file's first frame offset (and one
         past the last), and each file's number of audio samples."""

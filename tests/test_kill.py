@@ -1,0 +1,87 @@
+"""kill -9 at random points of `layerwise estimate` and `layerwise report`, then the same command
+again: the run directory ends as an uninterrupted run's, nothing lost (`layerwise run` has its
+own in test_workers.py and test_cli.py)."""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import assert_same_runs, cli_env
+from test_cli import write_config
+
+
+def files(out):
+    """Every file of a run directory but its lock with what it holds: its bytes, where its
+    folder's own path is taken out (report.html names it); a checkpoint's tensors and metadata
+    (safetensors writes the metadata in no fixed order); a job record is left to
+    assert_same_runs (it says when the job ran)."""
+    from safetensors import safe_open
+
+    found = {}
+    for path in sorted(out.rglob("*")):
+        name = str(path.relative_to(out))
+        if not path.is_file() or path.name == ".layerwise.lock":
+            continue
+        if path.suffix == ".safetensors":
+            with safe_open(path, "pt") as f:
+                found[name] = (f.metadata(), {key: f.get_tensor(key).numpy().tobytes() for key in f.keys()})
+        else:
+            found[name] = None if name.startswith("jobs/") else path.read_bytes().replace(str(out).encode(), b"OUT")
+    return found
+
+
+def command(*args):
+    return [sys.executable, "-m", "layerwise", *args]
+
+
+def killed_at_random(args, seed: int, kills: int, longest: float) -> int:
+    """Start `layerwise ARGS` `kills` times, each killed with SIGKILL after a random delay (a
+    `seed`ed draw up to `longest` seconds) unless it ended before; returns how many were killed
+    while running."""
+    rng, killed = random.Random(seed), 0
+    for _ in range(kills):
+        process = subprocess.Popen(command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+        try:
+            process.wait(timeout=rng.uniform(0.3, longest))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            killed += 1
+    return killed
+
+
+def finish(args):
+    done = subprocess.run(command(*args), capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_estimate_killed_at_random_points_and_run_again_ends_as_an_uninterrupted_estimate(tmp_path, tiny_raw):
+    tiny_raw["train"]["epochs"] = 1
+    config = write_config(tmp_path, {**tiny_raw, "workers": 2})
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    finish(["estimate", str(config), "--out", str(whole), "--quiet"])
+    started = time.time()
+    assert killed_at_random(["estimate", str(config), "--out", str(broken), "--quiet"], 19, 5, 25.0) >= 3
+    finish(["estimate", str(config), "--out", str(broken), "--quiet"])
+    assert time.time() > started
+    assert_same_runs(whole, broken, 2)  # the primaries' records and results.csv
+    assert files(broken) == files(whole)  # estimates.csv, the report, its figures and tables; nothing left over
+
+
+def test_report_killed_at_random_points_and_run_again_ends_as_an_uninterrupted_report(tmp_path, tiny_raw):
+    tiny_raw["train"]["epochs"] = 1
+    config = write_config(tmp_path, tiny_raw)
+    whole = tmp_path / "whole"
+    finish(["estimate", str(config), "--out", str(whole), "--quiet"])
+    finish(["report", str(whole)])
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-a", str(whole), str(broken)], check=True)
+    for name in ("report.html", "results.csv", "estimates.png"):  # a report to write again, not to keep
+        (broken / name).unlink()
+    assert killed_at_random(["report", str(broken)], 20, 5, 8.0) >= 3
+    (broken / ".curves.png.tmp999999999").write_bytes(b"half a figure")  # of a process killed as it wrote
+    finish(["report", str(broken)])
+    assert files(broken) == files(whole)
