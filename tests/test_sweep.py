@@ -242,3 +242,15 @@ def test_a_second_process_on_a_running_sweep_refuses_at_once_and_the_first_loses
     assert first.returncode == 0 and "ran 16 jobs" in err, err
     assert len(list(out.glob("jobs/*.json"))) == 16
     assert all((out / "jobs" / name).read_bytes() == data for name, data in records.items())
+
+
+def test_finetuning_epochs_change_the_keys_of_transfers_only_and_train_them_that_long(tiny_raw, tmp_path):
+    base = {j.describe(): j.key for j in plan(config_from_dict(tiny_raw))}
+    tiny_raw["train"].update(epochs=2, finetune_epochs=1)
+    cfg = config_from_dict(tiny_raw)
+    for job in plan(cfg):
+        assert (job.key == base[job.describe()]) == (job.kind == "scratch"), job.describe()
+    ran = Sweep(cfg, tmp_path / "run", progress=False)
+    ran.run()
+    lengths = {r["kind"]: len(r["history"]) for r in ran.store.records(j.key for j in ran.jobs)}
+    assert lengths == {"scratch": 2, "transfer": 1}
