@@ -25,6 +25,7 @@ from .nets import ARCHS
 from .report import report
 from .sweep import Sweep
 from .tasks import TASKS
+from .truncated import name as truncated_name
 from .truncated import run_truncated
 
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -105,7 +106,7 @@ def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: b
             print(f"\ninterrupted: the truncated sweep's finished jobs are kept in {out_dir}; run the same command "
                   "again to resume", file=sys.stderr)
             return 130
-        print(f"truncated sweep ({truncated} epochs per transfer): {where_to}", file=sys.stderr)
+        print(f"{truncated_name(truncated)}: {where_to}", file=sys.stderr)
     print(f"report: {report(out_dir)}")
     return 0
 
