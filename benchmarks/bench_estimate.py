@@ -1,9 +1,9 @@
 """What the estimates cost against the sweep they stand in for, end to end, on a suite of the
 paper-images experiment's shapes, and the ratio projected to paper-images at its recipe.
 
-    python benchmarks/bench_estimate.py --size tiny      # shows that it runs: a few minutes on 2 cores
-    python benchmarks/bench_estimate.py                  # --size medium: the measurement (about 20-30
-                                                         # minutes alone on 2 cores); run it alone
+    python benchmarks/bench_estimate.py --size tiny      # shows that it runs (6 minutes on 2 loaded cores)
+    python benchmarks/bench_estimate.py                  # --size small: the measurement, on an idle machine
+                                                         # (roughly 30-60 minutes on 2 cores)
 
 The demo's 100x target was a property of its tiny transfers, not of the method: each demo
 transfer trains for under a second, so the estimates' fixed cost per point (forward passes and
@@ -26,7 +26,7 @@ Projection: the sweep's cost per training image-epoch of a transfer (its records
 and the command's wall) times paper-images' image-epochs per seed (6 pairs x 7 l_c x 300 epochs x
 the target's 45,000 or 67,257 training images), against the estimates' cost per scored image
 times paper-images' scored images per seed (6 curves x at most 2000 training + 1000 validation
-examples, estimate.py's caps). At --size medium and above the suite reaches those caps, so the
+examples, estimate.py's caps). At --size small and above the suite reaches those caps, so the
 estimates' side is the paper's own (per seed); at --size tiny it is scaled up linearly, which the
 fixed per-point costs make pessimistic for the estimates.
 
@@ -55,7 +55,7 @@ from layerwise.estimate import COSTS, TRAIN_CAP, VAL_CAP, machine  # noqa: E402
 from layerwise.store import Store  # noqa: E402
 
 # (training, validation, test) images per task; the paper's CIFAR split is 45,000 / 5,000
-SIZES = {"tiny": (200, 100, 100), "small": (1000, 1000, 100), "medium": (4500, 1000, 500), "large": (9000, 1000, 1000)}
+SIZES = {"tiny": (200, 100, 100), "small": (2000, 1000, 100), "medium": (4500, 1000, 500), "large": (9000, 1000, 1000)}
 TASKS = {"cifar10-like": 10, "cifar100-like": 100, "svhn-like": 10}
 PAPER_TRAIN = {"cifar10-like": 45_000, "cifar100-like": 45_000, "svhn-like": 67_257}
 PAPER_EPOCHS, PAPER_LAYERS = 300, 6  # densenet6: L_H = 6, so 7 values of l_c
@@ -105,7 +105,7 @@ def loaded(before: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=SIZES, default="medium",
+    parser.add_argument("--size", choices=SIZES, default="small",
                         help="images per generated task: " + "; ".join(f"{k}: {v[0]} train, {v[1]} val, {v[2]} test"
                                                                        for k, v in SIZES.items()))
     parser.add_argument("--epochs", type=int, help="epochs of every run (default: 1 at --size tiny, else 2)")
