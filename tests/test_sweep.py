@@ -254,3 +254,10 @@ def test_finetuning_epochs_change_the_keys_of_transfers_only_and_train_them_that
     ran.run()
     lengths = {r["kind"]: len(r["history"]) for r in ran.store.records(j.key for j in ran.jobs)}
     assert lengths == {"scratch": 2, "transfer": 1}
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_finetuning_epochs_that_cannot_train_are_refused(tiny_raw, value):
+    tiny_raw["train"]["finetune_epochs"] = value
+    with pytest.raises(UserError, match=r"finetune_epochs must be (a whole number at least 1|an integer)"):
+        config_from_dict(tiny_raw)
