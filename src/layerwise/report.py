@@ -2,7 +2,9 @@
 
 - observations.json: every verdict with its statistic, p-value and interval (`analysis.observations`);
 - curves.csv, transferability.csv, asymmetry.csv, freezable.csv, similarity.csv: the numbers;
-- estimate_*.csv: the estimates' advice and agreement, when the run has estimates.csv;
+- estimate_*.csv: the estimates' advice and agreement, when the run has estimates.csv, beside the
+  references (-l_c, always freeze k, and any truncated sweep in truncated-EPOCHS/) and the costs in
+  estimate_costs.json;
 - report.html: all of it with a summary generated from the numbers, section by section (SECTIONS).
 """
 
