@@ -392,3 +392,75 @@ def dataclasses_replace(obj, **changes):
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# References: always freeze k, and the truncated sweep
+
+
+def test_always_freeze_k_counts_the_curves_where_k_is_the_sweeps_choice():
+    chosen = {("a", "x", "y"): 2, ("a", "y", "x"): 2, ("a", "x", "z"): 0, ("a", "z", "x"): -1, ("a", "y", "z"): None}
+    counts = agreement.always_freeze(chosen, 3)
+    # four choices (None: the sweep did not run): k = 2 matches two; distances for k = 2: 0, 0, 2, 3
+    assert [(k, hits) for k, hits, _ in counts] == [(0, 1), (1, 0), (2, 2), (3, 0)]
+    assert counts[2][2] == pytest.approx(5 / 4)
+
+
+def test_a_gain_curve_is_compared_over_pairs_by_its_own_height_unless_rebased():
+    real = {("x", "y"): [0.0, -0.1, -0.3, -0.6], ("y", "x"): [0.1, 0.0, -0.2, -0.2], ("x", "z"): [0.2, 0.1, 0.1, 0.0]}
+    # heights rank x->z > y->x > x->y as the real ones do; rebased on l_c = 0 they rank the other way
+    gains = {("x", "y"): [-0.1, -0.1, -0.1, -0.1], ("y", "x"): [0.0, 0.0, 0.0, -0.05], ("x", "z"): [0.5, 0.0, 0.0, 0.0]}
+    est, real_table = synthetic(real, gains)
+    assert agreement.pair_agreement(est, real_table, rebase=False).set_index("arch").loc["a", "tau"] == pytest.approx(1.0)
+    assert agreement.pair_agreement(est, real_table).set_index("arch").loc["a", "tau"] < 0
+
+
+def test_truncated_sweep_trains_its_transfers_from_the_runs_primaries_and_is_judged_like_an_estimate(tmp_path, tiny_raw):
+    import csv
+    import json
+
+    import pandas as pd
+    from scipy.stats import kendalltau
+    from test_cli import layerwise, write_config
+
+    from layerwise import analysis
+    from layerwise.store import Store
+
+    tiny_raw["seeds"] = [0, 1]
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    assert layerwise("run", str(config), "--out", str(out), "--quiet").returncode == 0  # 2 epochs each
+    done = layerwise("estimate", str(config), "--out", str(out), "--truncated", "1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    short = Store(out / "truncated-1")
+    full, trunc = Store(out).records(Store(out).read_plan()), short.records(short.read_plan())
+    primaries = {r["key"]: r for r in full if r["kind"] == "scratch"}
+    assert len(primaries) == 4 and len(trunc) == 4 + 12
+    for r in trunc:  # the same primaries, not trained again; every transfer trained for one epoch
+        if r["kind"] == "scratch":
+            assert r == primaries[r["key"]]
+            assert (short.checkpoint_path(r["key"])).exists()
+        else:
+            assert len(r["history"]) == 1
+    assert all(len(r["history"]) == 2 for r in full if r["kind"] == "transfer")
+
+    costs = json.loads((out / "estimate_costs.json").read_text())
+    for what in ("estimates", "truncated sweep (1 epoch)"):
+        assert costs[what]["wall_seconds"] > 0 and {"cpu", "load_average", "machine_cores", "cores"} <= set(costs[what])
+    assert costs["truncated sweep (1 epoch)"]["transfers"] == 12
+
+    # tau over l_c by hand: per seed, Kendall's tau of each pair's truncated curve against its real one
+    # (validation normalised gain), averaged over pairs; then the mean over the two seeds
+    def curves(records):
+        t = analysis.per_seed(records)
+        return t[t["split"] == "val"].set_index(["source", "target", "seed", "frozen"])["rel"]
+
+    real, cheap = curves(full), curves(trunc)
+    per_seed = pd.Series({(s, t, seed): kendalltau(cheap.loc[(s, t, seed)].sort_index(), real.loc[(s, t, seed)].sort_index()).statistic
+                          for s, t, seed, _ in real.index}).groupby(level=2).mean()
+    rows = {r["score"]: r for r in csv.DictReader(open(out / "estimate_agreement.csv")) if r["arch"] == "all"}
+    assert float(rows["truncated sweep (1 epoch)"]["tau over l_c"].split()[0]) == pytest.approx(per_seed.mean(), abs=0.006)
+    html = (out / "report.html").read_text()
+    assert "truncated sweep (1 epoch)" in html and "always freeze k" in html and "after seeing the sweep" in html
+    assert "estimate_costs.json" in html and "load average" in html
+    freeze = {r["score"] for r in csv.DictReader(open(out / "estimate_freeze.csv"))}
+    assert "truncated sweep (1 epoch)" in freeze

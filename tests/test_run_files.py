@@ -325,14 +325,17 @@ def test_replacing_an_experiment_sets_its_estimates_aside_too(capsys, tmp_path, 
     """The new experiment's report must not show the old one's estimates."""
     out = tmp_path / "run"
     assert run(capsys, one_task, out)[0] == 0
-    old = {"estimates.csv": "arch,old\n", "estimate_freeze.csv": "old\n", "estimates.png": "old png"}
+    old = {"estimates.csv": "arch,old\n", "estimate_freeze.csv": "old\n", "estimates.png": "old png",
+           "estimate_costs.json": "{}", "truncated-1/config.json": "{}"}  # the last: its truncated sweep's run
     for name, text in old.items():
+        (out / name).parent.mkdir(exist_ok=True)
         (out / name).write_text(text)
     code, err = run(capsys, one_task, out, "--set", "seeds=[1]", "--replace")
     assert code == 0 and "estimates" in err
     (aside,) = (out / "replaced").iterdir()
     for name, text in old.items():
         assert not (out / name).exists() and (aside / name).read_text() == text, name
+    assert not (out / "truncated-1").exists()
     assert "estimates.png" not in (out / "report.html").read_text()
 
 

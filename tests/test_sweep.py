@@ -267,3 +267,22 @@ def test_a_unit_resumed_at_a_deep_l_c_trains_the_same_bits_as_one_never_stopped(
     for path in (tmp_path / "whole" / "checkpoints").glob("*.safetensors"):
         want, got = load_file(path), load_file(tmp_path / "resumed" / "checkpoints" / path.name)
         assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want), path.name
+
+
+def test_finetuning_epochs_change_the_keys_of_transfers_only_and_train_them_that_long(tiny_raw, tmp_path):
+    base = {j.describe(): j.key for j in plan(config_from_dict(tiny_raw))}
+    tiny_raw["train"].update(epochs=2, finetune_epochs=1)
+    cfg = config_from_dict(tiny_raw)
+    for job in plan(cfg):
+        assert (job.key == base[job.describe()]) == (job.kind == "scratch"), job.describe()
+    ran = Sweep(cfg, tmp_path / "run", progress=False)
+    ran.run()
+    lengths = {r["kind"]: len(r["history"]) for r in ran.store.records(j.key for j in ran.jobs)}
+    assert lengths == {"scratch": 2, "transfer": 1}
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_finetuning_epochs_that_cannot_train_are_refused(tiny_raw, value):
+    tiny_raw["train"]["finetune_epochs"] = value
+    with pytest.raises(UserError, match=r"finetune_epochs must be (a whole number at least 1|an integer)"):
+        config_from_dict(tiny_raw)

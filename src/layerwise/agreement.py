@@ -139,12 +139,14 @@ def curve_agreement(estimates, real):
     return _summarise(per_seed, KEYS + ["score"]), _summarise(pd.concat([per_arch, every]), ["arch", "score"])
 
 
-def pair_agreement(estimates, real):
+def pair_agreement(estimates, real, rebase: bool = True):
     """Per (arch, score), and "all" averaged over architectures: tau and rho over ordered pairs
     between each seed's estimated transferability and the same seed's real one. Real
     transferability is the mean height of the real curve over l_c / L_H; estimated, the mean height
     of the score's gain over its shallowest l_c (the raw inputs when l_c = 0 is planned), which
-    takes each secondary task's own difficulty out as the baseline does for the real curve."""
+    takes each secondary task's own difficulty out as the baseline does for the real curve.
+    `rebase=False` is for a score that is already a gain against the baseline (a truncated sweep's
+    curve, truncated.py): its own height is compared, as the real curve's is."""
     import pandas as pd
 
     truth = {k: _height(g["fraction"], g["rel"]) for k, g in real.sort_values("frozen").groupby(KEYS + ["seed"])}
@@ -153,7 +155,7 @@ def pair_agreement(estimates, real):
         est, got = [], []
         for key, c in g.sort_values("frozen").groupby(KEYS):
             if (*key, seed) in truth:
-                est.append(_height(c["fraction"], c["value"] - c["value"].iloc[0]))
+                est.append(_height(c["fraction"], c["value"] - (c["value"].iloc[0] if rebase else 0.0)))
                 got.append(truth[(*key, seed)])
         tau, rho = _rank_correlations(est, got)
         rows.append({"arch": arch, "score": score, "seed": seed, "tau": tau, "rho": rho, "unranked": int(tau is None)})
@@ -161,3 +163,13 @@ def pair_agreement(estimates, real):
     mean = {"tau": ("tau", "mean"), "rho": ("rho", "mean"), "unranked": ("unranked", "sum")}
     every = per_seed.groupby(["score", "seed"], as_index=False).agg(**mean).assign(arch="all")
     return _summarise(pd.concat([per_seed, every]), ["arch", "score"])
+
+
+def always_freeze(chosen: dict, deepest: int):
+    """The reference for the advice: one fixed l_c = k for every curve, against the sweep's own
+    choices `chosen` {(arch, source, target): l_c}. Returns [(k, curves where k is the sweep's
+    choice, mean distance in layers)] for k = 0..deepest. The best k can only be picked after
+    seeing the sweep's choices, so its count is an upper bound for any fixed k chosen beforehand."""
+    got = np.array([v for v in chosen.values() if v is not None], float)
+    return [(k, int((got == k).sum()), float(np.abs(got - k).mean()) if len(got) else float("nan"))
+            for k in range(deepest + 1)]

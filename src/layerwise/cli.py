@@ -25,6 +25,8 @@ from .nets import ARCHS
 from .report import report
 from .sweep import Sweep
 from .tasks import TASKS
+from .truncated import name as truncated_name
+from .truncated import run_truncated
 
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -85,7 +87,7 @@ def cmd_run_config(cfg, out: Optional[str], quiet: bool, mode: str = "resume", r
 
 
 def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: bool, executor: Optional[str] = None,
-                 address: Optional[str] = None) -> int:
+                 address: Optional[str] = None, truncated: Optional[int] = None) -> int:
     cfg = load(config, overrides, executor, address)
     out_dir = Path(out or Path("runs") / cfg.name)
     sweep = Sweep(cfg, out_dir, progress=not quiet)
@@ -99,6 +101,14 @@ def cmd_estimate(config: str, out: Optional[str], overrides: List[str], quiet: b
         print(f"\ninterrupted: finished jobs are kept in {out_dir}; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"estimates: {write_estimates(sweep, progress=not quiet)}", file=sys.stderr)
+    if truncated is not None:
+        try:
+            where_to = run_truncated(cfg, out_dir, truncated, progress=not quiet)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: the truncated sweep's finished jobs are kept in {out_dir}; run the same command "
+                  "again to resume", file=sys.stderr)
+            return 130
+        print(f"{truncated_name(truncated)}: {where_to}", file=sys.stderr)
     print(f"report: {report(out_dir)}")
     return 0
 
@@ -188,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
     est.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, as for run")
     est.add_argument("--quiet", action="store_true", help="no progress bar")
+    est.add_argument("--truncated", type=int, metavar="EPOCHS", help="also train the real sweep's transfers for "
+                     "EPOCHS epochs each (from the same primaries, into OUT/truncated-EPOCHS), the reference the "
+                     "estimates are judged against at about their cost; its cost is measured beside theirs")
     executor_options(est)
     frz = sub.add_parser("freeze", help="which layers of a trained network to freeze for your data: transfer it at "
                          "every l_c, train a baseline from scratch, print the advice")
@@ -237,7 +250,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "freeze":
             return cmd_freeze(args)
         if args.command == "estimate":
-            return cmd_estimate(args.config, args.out, args.overrides, args.quiet, args.executor, args.address)
+            return cmd_estimate(args.config, args.out, args.overrides, args.quiet, args.executor, args.address,
+                                args.truncated)
         if args.command == "report":
             return cmd_report(args.dir, args.out)
         if args.command == "fetch":

@@ -6,11 +6,18 @@ applied to the secondary task's examples, through the sweep's prefix cache, and 
 per task, drawn without replacement with the sweep's seed (the same draw for every primary, so the
 curves of one seed are paired). Tasks scored per utterance are scored here per example. The curves
 are mapped over the executors' worker processes as the sweep's units are; estimates.csv holds
-their rows (results.ESTIMATE_COLUMNS), folds averaged within a seed.
+their rows (results.ESTIMATE_COLUMNS), folds averaged within a seed. Their cost (wall seconds,
+cores, and the machine with its load average, without which no timing means anything) goes to
+estimate_costs.json, beside the cost of the truncated sweep they are judged against (truncated.py).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import time
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -18,17 +25,49 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import UserError, memory_error, out_of_memory
-from .executors import local_workers, map_units
+from .executors import local_workers, map_units, unit_threads
 from .plan import Job, units
 from .prefix import PrefixCache
 from .results import ESTIMATE_COLUMNS
 from .runner import Runner, worker_runner
 from .scores import all_scores, flat_features
-from .store import DamagedCheckpoint, writing
+from .store import DamagedCheckpoint, write_atomic, writing
 from .tasks import Split, TaskData
 
 TRAIN_CAP = 2000
 VAL_CAP = 1000
+COSTS = "estimate_costs.json"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def machine(load: Optional[float] = None) -> dict:
+    """What a timing was measured on: the cores, the CPU and the 1-minute load average (taken now
+    unless given), so that a time measured beside other work is seen as such."""
+    return {"machine_cores": os.cpu_count(), "cpu": cpu_model(),
+            "load_average": round(os.getloadavg()[0] if load is None else load, 2)}
+
+
+def read_costs(out: Path) -> dict:
+    """estimate_costs.json of a run directory: {what: its cost}; {} when there is none or it
+    cannot be read."""
+    try:
+        costs = json.loads((Path(out) / COSTS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return costs if isinstance(costs, dict) else {}
+
+
+def record_cost(out: Path, what: str, cost: dict) -> None:
+    """Keep `cost` under `what` in the run directory's estimate_costs.json."""
+    write_atomic(Path(out) / COSTS, json.dumps({**read_costs(out), what: cost}, indent=1) + "\n")
+
 
 def subsample(split, cap: int, seed: int):
     """At most `cap` examples of a split, drawn without replacement by `seed`, in their order."""
@@ -150,9 +189,21 @@ def train_primaries(sweep) -> None:
 
 def write_estimates(sweep, progress: bool = True):
     """estimates.csv in the sweep's run directory, written whole or not at all (a kill while it
-    is written leaves the last one); returns its path."""
+    is written leaves the last one), and their cost in estimate_costs.json: the wall seconds of
+    estimate_sweep (loading each primary and data, forward passes, scores), on the cores its
+    workers were given; returns the path of estimates.csv."""
     path = sweep.store.root / "estimates.csv"
+    load, began = os.getloadavg()[0], time.perf_counter()
     table = estimate_sweep(sweep, progress)
+    seconds = time.perf_counter() - began
     with writing(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
+    cores = None
+    if sweep.cfg.executor == "local":
+        workers = local_workers(sweep.cfg, sweep.device)
+        cores = workers * unit_threads(sweep.cfg.threads, 0, workers)
+    points = len(table.groupby(ESTIMATE_COLUMNS[:5]))
+    record_cost(sweep.store.root, "estimates", {"points": points, "wall_seconds": round(seconds, 2), "cores": cores,
+                                                "core_seconds": None if cores is None else round(seconds * cores, 2),
+                                                **machine(load)})
     return path

@@ -143,8 +143,12 @@ def plan(cfg: Config) -> List[Job]:
     train = dataclasses.asdict(cfg.train)
     for k in ("device", "channels_last", "cache_prefix", "cache_limit_gb", "eval_batch_size"):
         train.pop(k)  # how a job runs, not what it computes (mixed precision does change it)
-    finetune_lr = train.pop("finetune_lr")  # transfers only, and in their keys only when set
-    tuning = train if finetune_lr is None else {**train, "finetune_lr": finetune_lr}
+    tuning = dict(train)
+    for key in ("finetune_lr", "finetune_epochs"):  # transfers only, and in their keys only when set
+        value = train.pop(key)
+        tuning.pop(key)
+        if value is not None:
+            tuning[key] = value
     jobs, scratch = [], {}
     if cfg.primary is not None:
         jobs.append(given_job(cfg, tasks, scratch, folds))

@@ -2,7 +2,9 @@
 
 - observations.json: every verdict with its statistic, p-value and interval (`analysis.observations`);
 - curves.csv, transferability.csv, asymmetry.csv, freezable.csv, similarity.csv: the numbers;
-- estimate_*.csv: the estimates' advice and agreement, when the run has estimates.csv;
+- estimate_*.csv: the estimates' advice and agreement, when the run has estimates.csv, beside the
+  references (-l_c, always freeze k, and any truncated sweep in truncated-EPOCHS/) and the costs in
+  estimate_costs.json;
 - report.html: all of it with a summary generated from the numbers, section by section (SECTIONS).
 """
 
@@ -17,9 +19,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from . import agreement, analysis, figures, search
+from . import agreement, analysis, figures, search, truncated
 from .errors import UserError, warn
-from .estimate import TRAIN_CAP, VAL_CAP
+from .estimate import COSTS, TRAIN_CAP, VAL_CAP, read_costs
 from .results import ESTIMATE_COLUMNS
 from .scores import MAX_DIMS
 from .store import Store, discard_temporaries, write_atomic, write_results, writing
@@ -122,9 +124,14 @@ class Run:
     config: dict
     records: List[dict]
     planned: int
+    source: Optional[Path] = None  # the run directory, when the report goes elsewhere (its truncated sweeps are there)
     obs: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
     figures: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.source or self.out
 
     @property
     def tasks(self) -> List[str]:
@@ -287,7 +294,8 @@ def freeze_section(run: Run) -> List[str]:
 def search_summary(run: Run) -> dict:
     """What an adaptive search trained, stopped early and skipped, and what it cost against a full
     sweep (examples x epochs of the transfers)."""
-    epochs = run.config.get("train", {}).get("epochs", 0)
+    train = run.config.get("train", {})
+    epochs = train.get("finetune_epochs") or train.get("epochs", 0)  # what a transfer trains for
     frozen = run.config.get("frozen", "all")
     levels_of = (lambda r: list(range(r["num_layers"] + 1))) if frozen == "all" else (lambda r: list(frozen))
     curves = search.summary(run.records, epochs, levels_of)
@@ -364,6 +372,7 @@ def estimates_section(run: Run) -> List[str]:
         return []
     done = run.done
     real = agreement.real_curves(done) if any(r.get("kind") == "transfer" for r in done) else None
+    references = truncated.runs(run.run_dir)
     figures.plot_estimates(estimates, real, run.out / "estimates.png")
     caption = ("Estimated curves (mean over seeds) beside the real one (top row, when the sweep ran): a column "
                "per ordered pair, a line per architecture.")
@@ -376,21 +385,66 @@ def estimates_section(run: Run) -> List[str]:
              "5-nearest-neighbour vote (validation accuracy). These are <b>estimates</b>: nothing was fine-tuned to "
              "make them; the figures above are the real sweep.</p>",
              f'<figure><img src="estimates.png" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
-             "</figcaption></figure>", *estimated_freeze(run, estimates, real)]
+             "</figcaption></figure>", *estimate_costs(run), *estimated_freeze(run, estimates, real, references)]
     if real is None or real.empty:
         return parts + ["<p>The sweep has no finished transfers yet, so the estimates cannot be checked against it; "
                         "<code>layerwise run</code> with the same config produces the real curves.</p>"]
-    return parts + estimate_agreement(run.out, estimates, real)
+    return parts + estimate_agreement(run.out, estimates, real, references)
 
 
-def estimated_freeze(run: Run, estimates, real) -> List[str]:
-    """What the estimates advise to freeze, beside the sweep's own choice where it ran."""
+def _cost_text(cost: dict) -> str:
+    """A measured cost in words, with the machine and its load when measured."""
+    cores = cost.get("cores")
+    where = f" on {cores} core(s), {cost['core_seconds']:.1f} core-seconds" if cores else ""
+    load = cost.get("load_average")
+    machine = (f" (machine: {cost.get('machine_cores')} cores, {cost.get('cpu')}; load average {load:.2f} when it began"
+               + (": other work was running, so this time is not a clean measurement" if load is not None and
+                  cost.get("machine_cores") and load > 0.5 else "") + ")")
+    return f"{cost['wall_seconds']:.1f} s wall{where}{machine}"
+
+
+def estimate_costs(run: Run) -> List[str]:
+    """What the estimates cost against what the real sweep's transfers and the truncated sweeps
+    cost (estimate_costs.json; the transfers' seconds from their records)."""
+    costs = read_costs(run.run_dir)
+    if not costs.get("estimates"):
+        return []
+    transfers = [r for r in run.done if r.get("kind") == "transfer"]
+    lines = [f"The estimates of {costs['estimates'].get('points')} points: {_cost_text(costs['estimates'])}."]
+    if transfers:
+        fit = sum(r.get("seconds", 0.0) for r in transfers)
+        fit_cores = sum(r.get("seconds", 0.0) * r.get("threads", 1) for r in transfers)
+        lines.append(f"The sweep's {len(transfers)} transfers trained for {fit:.1f} s in all ({fit_cores:.1f} "
+                     "core-seconds; their records' own training seconds, without loading or evaluation).")
+    for what, cost in costs.items():
+        if what != "estimates" and isinstance(cost, dict) and cost.get("wall_seconds") is not None:
+            lines.append(f"The {html.escape(what)}, {cost.get('transfers')} transfers really trained from the same "
+                         f"primaries: {_cost_text(cost)}; its transfers' own training {cost.get('fit_seconds', 0):.1f} s.")
+    return [f"<p><b>Cost</b> ({COSTS}): " + " ".join(lines) + " A ratio of costs holds for this suite only: it grows "
+            "with the cost of a transfer (data, epochs, network), which the estimates do not pay.</p>"]
+
+
+def sweep_advice(records, settings) -> dict:
+    """{(arch, source, target): the l_c a sweep's records advise to freeze (validation, equivalence)}."""
+    return {(w["arch"], w["source"], w["target"]): w["frozen"]
+            for w in analysis.what_to_freeze(analysis.per_seed(records), settings["tolerance"], settings["alpha"])}
+
+
+def estimated_freeze(run: Run, estimates, real, references=()) -> List[str]:
+    """What the estimates advise to freeze, beside the sweep's own choice where it ran, with two
+    references: each truncated sweep's own advice (the same rule as the sweep's), and "always
+    freeze k" for the fixed k that matches the sweep most often (chosen after the fact)."""
+    import pandas as pd
+
     advice = agreement.freeze_advice(estimates)
     chosen = {}
     if real is not None and not real.empty:
-        chosen = {(w["arch"], w["source"], w["target"]): w["frozen"]
-                  for w in analysis.what_to_freeze(analysis.per_seed(run.done),
-                                                   run.obs["settings"]["tolerance"], run.obs["settings"]["alpha"])}
+        chosen = sweep_advice(run.done, run.obs["settings"])
+    for epochs, records in references:
+        short = sweep_advice(records, run.obs["settings"])
+        advice = pd.concat([advice, pd.DataFrame(
+            [{"arch": a, "source": s, "target": t, "score": truncated.name(epochs), "frozen": k,
+              "tolerance": run.obs["settings"]["tolerance"]} for (a, s, t), k in short.items()])], ignore_index=True)
     advice["real"] = [chosen.get(k) for k in zip(advice["arch"], advice["source"], advice["target"])]
     header = ["arch", "primary", "secondary", "score", "freeze l_c (estimate)", "freeze l_c (sweep, validation)"]
     rows = [[r["arch"], r["source"], r["target"], r["score"], r["frozen"],
@@ -400,19 +454,33 @@ def estimated_freeze(run: Run, estimates, real) -> List[str]:
     agree = "".join(f" {score}: {int((g['frozen'] == g['real']).sum())} of {len(g)} equal to the sweep's choice, "
                     f"mean distance {np.mean(np.abs(g['frozen'] - g['real'])):.1f} layers."
                     for score, g in matched.groupby("score"))
+    fixed = ""
+    if chosen:
+        counts = agreement.always_freeze(chosen, int(estimates["frozen"].max()))
+        k, hits, distance = max(counts, key=lambda c: (c[1], -c[2]))
+        fixed = (f" Reference, <i>always freeze k</i>: k = {k} is the sweep's choice for {hits} of "
+                 f"{sum(v is not None for v in chosen.values())} curves (mean distance {distance:.1f} layers); that k "
+                 "was chosen after seeing the sweep's choices (every k: "
+                 + ", ".join(f"{c[0]}: {c[1]}" for c in counts) + "), so no fixed rule set beforehand does better. "
+                 "An estimate's advice is worth having where it beats that count.")
     return ["<h3>What to freeze, estimated</h3><p><b>Estimates</b>, not measurements: the deepest l_c whose "
             "reachable probe or kNN accuracy stays within 1 point of the best the primary offers; beside it, the "
-            "sweep's own choice on validation data where it ran." + agree + "</p>", _table(header, rows)]
+            "sweep's own choice on validation data where it ran. A truncated sweep's rows are its own advice, by "
+            "the sweep's rule (equivalence on validation), from its really trained transfers." + agree + fixed
+            + "</p>", _table(header, rows)]
 
 
-def estimate_agreement(out: Path, estimates, real) -> List[str]:
-    """Rank correlations of every estimate (and its reachable form, and the -l_c reference) with
-    the real curves, over l_c and over pairs."""
+def estimate_agreement(out: Path, estimates, real, references=()) -> List[str]:
+    """Rank correlations of every estimate (and its reachable form, and the references: -l_c and
+    each truncated sweep) with the real curves, over l_c and over pairs."""
     import pandas as pd
 
     both_forms = pd.concat([estimates, agreement.reachable(estimates), agreement.depth_only(estimates)])
-    per_curve, by_arch = agreement.curve_agreement(both_forms, real)
+    short = pd.concat([truncated.as_estimates(records, epochs) for epochs, records in references]) if references else None
+    per_curve, by_arch = agreement.curve_agreement(both_forms if short is None else pd.concat([both_forms, short]), real)
     pairs = agreement.pair_agreement(both_forms, real)
+    if short is not None:  # already gains against the baseline, so not rebased
+        pairs = pd.concat([pairs, agreement.pair_agreement(short, real, rebase=False)], ignore_index=True)
     both = by_arch.merge(pairs, on=["arch", "score"], how="outer", suffixes=("", "_pairs"))
     header = ["arch", "score", "tau over l_c", "rho over l_c", "tau over pairs", "rho over pairs", "seeds",
               "curves not ranked"]
@@ -421,20 +489,41 @@ def estimate_agreement(out: Path, estimates, real) -> List[str]:
     write_csv(out / "estimate_agreement.csv", header, rows)
     with writing(out / "estimate_curves.csv") as tmp:
         per_curve.to_csv(tmp, index=False, float_format="%.4f")
-    return ["<p>How far each estimate can be trusted here: rank correlations (Kendall's tau-b, Spearman's rho) "
+    verdict = "".join(_beside_references(both, suffix, what) for suffix, what in (("", "Over l_c"), ("_pairs", "Over pairs")))
+    return [f"<p>{verdict}</p>" if verdict else "", "<p>How far each estimate can be trusted here: rank correlations (Kendall's tau-b, Spearman's rho) "
             "with the real curve, the validation normalised gain (validation, because "
             "decisions are taken on validation data). Over l_c: within each curve; over pairs: the estimated "
             "transferability (the mean gain of the score over its shallowest l_c) against the real one. Each "
             "seed's estimates are compared with the same seed's real curves (one primary, one replicate): mean "
             "over seeds with a 95% interval on Fisher's z scale, so it stays within [-1, 1]; curves that cannot "
             "be ranked (constant) are counted, not averaged. 1 is perfect agreement, 0 none, -1 a reversed "
-            "ranking. The table shows several forms of each score: the best of them is picked after seeing "
-            "these numbers, and its interval does not allow for that choice. A score's <i>reachable</i> form is the best score of "
-            "any layer at or above l_c (what a transfer holding l_c layers can still reach); the row "
-            "<i>-l_c (no estimate)</i> is the reference every estimate must beat over l_c: it only says that "
-            "holding more layers constant is worse. Per pair: "
+            "ranking. The table shows several forms of each score: whichever of them looks best here is picked "
+            "after seeing these numbers, and no interval allows for that choice (with eight forms, the best "
+            "interval's level is not 95%). A score's <i>reachable</i> form is the best score of "
+            "any layer at or above l_c (what a transfer holding l_c layers can still reach). Two references, "
+            "which an estimate must beat to be worth its cost: the row <i>-l_c (no estimate)</i> only says that "
+            "holding more layers constant is worse (over l_c; it is the same for every pair, so it cannot rank "
+            "pairs); a <i>truncated sweep</i> row (<code>layerwise estimate --truncated EPOCHS</code>) is the real "
+            "sweep with each transfer trained for that many epochs from the same primaries, compared with the "
+            "full sweep seed by seed as the estimates are (its cost is above). Per pair: "
             '<a href="estimate_curves.csv">estimate_curves.csv</a>; every estimate: '
             '<a href="estimates.csv">estimates.csv</a>.</p>', _table(header, rows)]
+
+
+def _beside_references(both, suffix: str, what: str) -> str:
+    """One sentence per direction (over l_c, over pairs): the estimate form with the highest mean
+    tau over every architecture, said to be selected after the fact, beside each reference."""
+    every = both[both["arch"] == "all"]
+    tau = every.set_index("score")[f"tau{suffix}"].dropna()
+    references = [name for name in tau.index if name == "-l_c (no estimate)" or name.startswith("truncated sweep")]
+    forms = tau.drop(references)
+    if forms.empty:
+        return ""
+    best = forms.idxmax()
+    beside = "; ".join(f"{name}: {tau[name]:+.2f}" for name in references)
+    return (f"{what}, the estimate form with the highest mean tau is {html.escape(best)} ({forms[best]:+.2f}), "
+            f"selected after seeing all {len(forms)} forms' numbers, so that figure is optimistic; the references"
+            + (f" reach {html.escape(beside)}. " if beside else ": none computed. "))
 
 
 def _ci_text(row, name, suffix="") -> str:
@@ -461,10 +550,11 @@ def analysis_settings(config: dict) -> dict:
     return {key: table[key] for key in ("alpha", "test", "tolerance") if table.get(key) is not None}
 
 
-def write_report(out: Path, records, config: dict, planned: int = 0) -> Path:
+def write_report(out: Path, records, config: dict, planned: int = 0, source: Optional[Path] = None) -> Path:
     """Write the figures, the CSV tables, observations.json and report.html into `out`; return the
-    report's path. `planned` is the number of jobs the run planned (0: all of `records`)."""
-    run = Run(Path(out), config, list(records), planned)
+    report's path. `planned` is the number of jobs the run planned (0: all of `records`); `source`
+    the run directory when `out` is another folder (its truncated sweeps and costs are read there)."""
+    run = Run(Path(out), config, list(records), planned, source=None if source is None else Path(source))
     run.obs = analysis.observations(run.scored, **analysis_settings(config))
     if config.get("search") == "adaptive":
         run.obs["search"] = search_summary(run)
@@ -505,4 +595,4 @@ def report(run_dir: Path, out: Optional[Path] = None) -> Path:
     write_results(out / "results.csv", records)
     if (Path(run_dir) / "estimates.csv").exists():  # the estimates' section reads them beside the report
         write_atomic(out / "estimates.csv", (Path(run_dir) / "estimates.csv").read_text())
-    return write_report(out, records, config, planned=len(plan))
+    return write_report(out, records, config, planned=len(plan), source=Path(run_dir))

@@ -150,6 +150,8 @@ class Runner:
             net = transfer(primary, task.num_classes, job.frozen)
             if train.finetune_lr is not None:
                 train = dataclasses.replace(train, lr=train.finetune_lr)
+            if train.finetune_epochs is not None:  # the schedule follows: a truncated run is a whole short run
+                train = dataclasses.replace(train, epochs=train.finetune_epochs)
             if self.cfg.train.cache_prefix and task.deterministic and job.frozen > 0:
                 cached = self.prefix(job, primary, data).at(job.frozen)
                 start = job.frozen if cached is not None else 0

@@ -47,7 +47,7 @@ RUN_CONFIG_KEYS = ("tasks", "archs")  # what every config.json layerwise writes 
 # new report shows nothing of the old experiment.
 EXPERIMENT_FILES = ("config.json", "plan.json", "results.csv", "report.html", "observations.json", "curves.csv",
                     "transferability.csv", "asymmetry.csv", "freezable.csv", "similarity.csv", "estimates.csv",
-                    "estimate_*.csv", "*.png")
+                    "estimate_*.csv", "estimate_costs.json", "*.png", "truncated-*")  # the last: run directories
 
 
 def to_json(value: Any, **kwargs) -> str:
@@ -259,7 +259,7 @@ class Store:
             aside.mkdir(parents=True, exist_ok=True)
             for pattern in EXPERIMENT_FILES:
                 for path in sorted(self.root.glob(pattern)):
-                    if path.is_file():
+                    if path.is_file() or (path.is_dir() and pattern == "truncated-*"):
                         os.replace(path, aside / path.name)
         except OSError as err:
             raise UserError(f"cannot move the old experiment into {aside}: {err.strerror}") from None

@@ -30,6 +30,7 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" | "sgd"
     lr: float = 1e-3
     finetune_lr: Optional[float] = None  # transfers' learning rate; unset: `lr`, the paper's single recipe
+    finetune_epochs: Optional[int] = None  # transfers' epochs; unset: `epochs` (a truncated sweep sets fewer)
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     weight_decay: float = 0.0
@@ -50,6 +51,9 @@ class TrainConfig:
         for key in ("epochs", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"train.{key} must be at least 1; got {getattr(self, key)!r}")
+        if self.finetune_epochs is not None and (type(self.finetune_epochs) is not int or self.finetune_epochs < 1):
+            raise UserError(f"train.finetune_epochs must be a whole number at least 1 (or left out to use epochs); "
+                            f"got {self.finetune_epochs!r}")
         tuning = self.finetune_lr
         if tuning is not None and (isinstance(tuning, bool) or not isinstance(tuning, (int, float)) or tuning <= 0):
             raise UserError(f"train.finetune_lr must be a positive number (or left out to use lr); got {tuning!r}")
