@@ -304,7 +304,8 @@ def search_summary(run: Run) -> dict:
             "fraction": cost / full if full else None,
             "rule": "l_c tested in order from 0 (the equivalence rule of what to freeze); the levels past the first "
                     "not shown safe are skipped; a transfer stops early when its validation error, less "
-                    f"{search.SAFETY:g} x the most a shallower l_c improved after that epoch, still exceeds the "
+                    f"{search.SAFETY:g} x the most a shallower l_c improved after that epoch (at least "
+                    f"{search.FLOOR:g} x the tolerance), still exceeds the "
                     "baseline's plus the tolerance",
             "cost_unit": "training examples x epochs of the transfers (baselines and primaries are the same in both)"}
 
