@@ -9,12 +9,13 @@ from a loaded machine are not comparable.
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from layerwise.estimate import cpu_model
 
 
 def main():
@@ -37,14 +38,6 @@ def main():
     print(f"demo: {jobs} jobs in {seconds:.1f} s wall ({seconds / jobs:.2f} s/job); target < 300 s: "
           f"{'ok' if seconds < 300 else 'OVER'}")
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}, load average {load:.2f} before the run")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
