@@ -12,6 +12,10 @@ from conftest import assert_same_runs, cli_env
 from test_cli import write_config
 
 
+SMALL = {"tasks": ["printed-letters", "printed-digits"],
+         "task_options": {"printed-digits": {"per_class": 20}, "printed-letters": {"per_class": 8}}}
+
+
 def files(out):
     """Every file of a run directory but its lock with what it holds: its bytes, where its
     folder's own path is taken out (report.html names it); a checkpoint's tensors and metadata
@@ -36,15 +40,16 @@ def command(*args):
     return [sys.executable, "-m", "layerwise", *args]
 
 
-def killed_at_random(args, seed: int, kills: int, longest: float) -> int:
+def killed_at_random(args, seed: int, kills: int, whole: float) -> int:
     """Start `layerwise ARGS` `kills` times, each killed with SIGKILL after a random delay (a
-    `seed`ed draw up to `longest` seconds) unless it ended before; returns how many were killed
-    while running."""
+    `seed`ed draw between 5% and 60% of `whole`, the seconds the uninterrupted command took, so
+    that the kills land while it runs however fast the machine is) unless it ended before;
+    returns how many were killed while running."""
     rng, killed = random.Random(seed), 0
     for _ in range(kills):
         process = subprocess.Popen(command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
         try:
-            process.wait(timeout=rng.uniform(0.3, longest))
+            process.wait(timeout=rng.uniform(0.05, 0.6) * whole)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             process.wait()
@@ -52,36 +57,38 @@ def killed_at_random(args, seed: int, kills: int, longest: float) -> int:
     return killed
 
 
-def finish(args):
+def finish(args) -> float:
+    """Run `layerwise ARGS` to its end; return its wall seconds."""
+    began = time.time()
     done = subprocess.run(command(*args), capture_output=True, text=True, env=cli_env(), timeout=600)
     assert done.returncode == 0, done.stderr
-    return done
+    return time.time() - began
 
 
 def test_estimate_killed_at_random_points_and_run_again_ends_as_an_uninterrupted_estimate(tmp_path, tiny_raw):
+    tiny_raw.update(SMALL)
     tiny_raw["train"]["epochs"] = 1
     config = write_config(tmp_path, {**tiny_raw, "workers": 2})
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    finish(["estimate", str(config), "--out", str(whole), "--quiet"])
-    started = time.time()
-    assert killed_at_random(["estimate", str(config), "--out", str(broken), "--quiet"], 19, 5, 25.0) >= 3
+    seconds = finish(["estimate", str(config), "--out", str(whole), "--quiet"])
+    assert killed_at_random(["estimate", str(config), "--out", str(broken), "--quiet"], 19, 4, seconds) >= 2
     finish(["estimate", str(config), "--out", str(broken), "--quiet"])
-    assert time.time() > started
     assert_same_runs(whole, broken, 2)  # the primaries' records and results.csv
     assert files(broken) == files(whole)  # estimates.csv, the report, its figures and tables; nothing left over
 
 
 def test_report_killed_at_random_points_and_run_again_ends_as_an_uninterrupted_report(tmp_path, tiny_raw):
+    tiny_raw.update(SMALL)
     tiny_raw["train"]["epochs"] = 1
     config = write_config(tmp_path, tiny_raw)
     whole = tmp_path / "whole"
     finish(["estimate", str(config), "--out", str(whole), "--quiet"])
-    finish(["report", str(whole)])
+    seconds = finish(["report", str(whole)])
     broken = tmp_path / "broken"
     subprocess.run(["cp", "-a", str(whole), str(broken)], check=True)
     for name in ("report.html", "results.csv", "estimates.png"):  # a report to write again, not to keep
         (broken / name).unlink()
-    assert killed_at_random(["report", str(broken)], 20, 5, 8.0) >= 3
+    assert killed_at_random(["report", str(broken)], 20, 4, seconds) >= 2
     (broken / ".curves.png.tmp999999999").write_bytes(b"half a figure")  # of a process killed as it wrote
     finish(["report", str(broken)])
     assert files(broken) == files(whole)

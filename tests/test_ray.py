@@ -92,6 +92,43 @@ def test_an_address_where_nothing_answers_fails_in_seconds_in_one_line(tmp_path,
     assert "Traceback" not in done.stderr and not list(out.rglob("jobs/*.json"))
 
 
+@pytest.mark.parametrize("reply", [b"HTTP/1.1 400 Bad Request\r\n\r\n", b""])
+def test_an_address_where_something_else_answers_fails_in_seconds_in_one_line(tmp_path, tiny_raw, reply):
+    """A web server, or a service that accepts and says nothing, at --address: Ray would wait on
+    it for minutes."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port, held = server.getsockname()[1], []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)
+            if reply:
+                connection.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    config, out = write_config(tmp_path, tiny_raw), tmp_path / "run"
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "layerwise", "run", str(config), "--out", str(out), "--quiet",
+                               "--address", f"127.0.0.1:{port}"], env=cli_env(), capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        server.close()
+    assert done.returncode == 2 and time.monotonic() - started < 60, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("layerwise: error:")]
+    assert len(errors) == 1 and "not as a Ray head node does" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and not list(out.rglob("jobs/*.json"))
+
+
 def ray_processes() -> dict:
     """{pid: command line} of the running processes of Ray (its binaries, agents and workers)."""
     from test_workers import alive

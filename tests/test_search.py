@@ -73,7 +73,7 @@ def run_search(base, transfer):
     return np.array(order(analysis.freeze_rules(list(finished.values()), TOLERANCE))), np.array(order(full)), trained
 
 
-@pytest.mark.parametrize("loss, curves", [(TOLERANCE, 1000), (3.0, 400)])
+@pytest.mark.parametrize("loss, curves", [(TOLERANCE, 1000), (3.0, 200)])
 def test_the_adaptive_advice_is_too_deep_in_at_most_alpha_of_curves(loss, curves):
     """Curves safe to l_c = 2, then losing exactly the tolerance (the hardest case: a loss the test
     can only just not tell from a safe one; 1,000 curves, Monte Carlo error 0.7%) or a planted 3
@@ -224,3 +224,17 @@ def test_search_is_checked_and_needs_a_baseline(tiny_raw, tmp_path):
            "primary": {"arch": "alexnet-small", "checkpoint": str(tmp_path / "w.safetensors"), "baseline": False}}
     with pytest.raises(UserError, match="adaptive.*baseline"):
         config_from_dict(raw, "x.toml")
+
+
+def test_an_adaptive_search_on_ray_trains_what_it_trains_in_worker_processes(full_and_adaptive, tmp_path):
+    ray = pytest.importorskip("ray")
+    from layerwise.executors import connect
+
+    connect(ray, None, num_cpus=2, include_dashboard=False)
+    try:
+        config = write_config(tmp_path, {**FREEZE, "name": "adaptive", "search": "adaptive", "executor": "ray"})
+        assert main(["run", str(config), "--out", str(tmp_path / "ray"), "--quiet"]) == 0
+    finally:
+        ray.shutdown()
+    assert_same_runs(full_and_adaptive / "adaptive", tmp_path / "ray", len(records(full_and_adaptive / "adaptive")))
+    assert advice_of(tmp_path / "ray") == advice_of(full_and_adaptive / "adaptive")

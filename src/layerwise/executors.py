@@ -310,11 +310,35 @@ def check_reachable(address: Optional[str], seconds: float = 5.0) -> None:
         raise UserError(f"ray.address = {address!r} is not HOST:PORT (or \"auto\"); the head node's address is "
                         "printed by `ray start --head`")
     try:
-        socket.create_connection((host, int(port)), timeout=seconds).close()
+        with socket.create_connection((host, int(port)), timeout=seconds) as connection:
+            answer = speaks_grpc(connection)
     except OSError as err:
         raise UserError(f"cannot reach the Ray cluster at ray.address = {address!r}: nothing answers there "
                         f"({err.strerror or err}); start it (`ray start --head`), or leave the address out to start "
                         "a local one") from None
+    if not answer:
+        raise UserError(f"ray.address = {address!r} answers, but not as a Ray head node does (its GCS port speaks "
+                        "gRPC, this one does not); give the address `ray start --head` printed")
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # and an empty SETTINGS frame
+
+
+def speaks_grpc(connection: socket.socket) -> bool:
+    """Whether the service on `connection` answers as a gRPC server (Ray's GCS is one): an HTTP/2
+    server's first frame is SETTINGS (type 4). Another service answers otherwise, closes or says
+    nothing within the connection's timeout; Ray itself would wait on it for minutes."""
+    try:
+        connection.sendall(HTTP2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            part = connection.recv(9 - len(head))
+            if not part:
+                return False
+            head += part
+    except OSError:  # a timeout, or a reset
+        return False
+    return head[3] == 4
 
 
 def submit(ray, sweep, todo: List[List[Job]], finished: Dict[str, dict]) -> list:
