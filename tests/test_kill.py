@@ -2,6 +2,7 @@
 again: the run directory ends as an uninterrupted run's, nothing lost (`layerwise run` has its
 own in test_workers.py and test_cli.py)."""
 
+import json
 import random
 import signal
 import subprocess
@@ -74,7 +75,12 @@ def test_estimate_killed_at_random_points_and_run_again_ends_as_an_uninterrupted
     assert killed_at_random(["estimate", str(config), "--out", str(broken), "--quiet"], 19, 4, seconds) >= 2
     finish(["estimate", str(config), "--out", str(broken), "--quiet"])
     assert_same_runs(whole, broken, 2)  # the primaries' records and results.csv
-    assert files(broken) == files(whole)  # estimates.csv, the report, its figures and tables; nothing left over
+    timed = ("estimate_costs.json", "report.html")  # the estimates' wall seconds and load, and the report saying them
+    want, got = files(whole), files(broken)
+    assert {k: v for k, v in got.items() if k not in timed} == {k: v for k, v in want.items() if k not in timed}
+    assert got.keys() == want.keys()  # estimates.csv, the report, its figures and tables; nothing left over
+    assert json.loads(got["estimate_costs.json"]).keys() == json.loads(want["estimate_costs.json"]).keys()
+    assert got["report.html"].endswith(b"</html>\n")
 
 
 def test_report_killed_at_random_points_and_run_again_ends_as_an_uninterrupted_report(tmp_path, tiny_raw):
