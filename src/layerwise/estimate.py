@@ -181,10 +181,11 @@ def train_primaries(sweep) -> None:
     with sweep.store.locked():
         sweep.store.start(sweep.cfg.to_dict(), [job.key for job in planned], mode)
     sweep.jobs, sweep.mode = [job for job in planned if job.primary is None], "extend"  # a part of it
+    search, sweep.search = sweep.search, None  # an adaptive search picks transfers: none train here
     try:
         sweep.run()
     finally:
-        sweep.jobs, sweep.mode = planned, mode
+        sweep.jobs, sweep.mode, sweep.search = planned, mode, search
 
 
 def write_estimates(sweep, progress: bool = True):
