@@ -238,3 +238,16 @@ def test_an_adaptive_search_on_ray_trains_what_it_trains_in_worker_processes(ful
         ray.shutdown()
     assert_same_runs(full_and_adaptive / "adaptive", tmp_path / "ray", len(records(full_and_adaptive / "adaptive")))
     assert advice_of(tmp_path / "ray") == advice_of(full_and_adaptive / "adaptive")
+
+
+def test_estimate_on_an_adaptive_run_trains_no_transfer_and_finishes(full_and_adaptive, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(full_and_adaptive / "adaptive", out)
+    before = set(records(out))
+    config = write_config(tmp_path, {**FREEZE, "name": "adaptive", "search": "adaptive"})
+    done = subprocess.run([sys.executable, "-m", "layerwise", "estimate", str(config), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, env=cli_env(), timeout=120)  # it spun for good before
+    assert done.returncode == 0, done.stderr
+    assert set(records(out)) == before and (out / "estimates.csv").exists()
