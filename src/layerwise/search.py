@@ -171,7 +171,7 @@ def summary(records: List[dict], epochs: int, levels_of) -> List[dict]:
         c = curves.setdefault(key, {"arch": r["arch"], "source": r["source"], "target": r["target"], "fold": r.get("fold"),
                                     "levels": levels_of(r), "trained": {}, "pruned": {}, "examples": r.get("examples"),
                                     "cost": 0, "seeds": set()})
-        ran = len(r.get("history") or []) if r.get("status") != "failed" else len(r.get("history") or [])
+        ran = len(r.get("history") or [])  # epochs it trained
         c["trained"].setdefault(r["frozen"], []).append(ran)
         c["seeds"].add(r["seed"])
         if r.get("status") == "pruned":
