@@ -80,3 +80,35 @@ def test_a_planted_task_effect_is_found_and_a_planted_architecture_effect_too():
 def test_factors_need_two_levels_of_each_and_two_seeds():
     assert stats.factors(np.zeros((1, 2, 3)))["note"].startswith("needs at least two")
     assert "one seed" in stats.factors(np.ones((3, 2, 1)))["note"]
+
+
+def test_can_pass_says_whether_any_values_of_the_missing_seeds_could_show_the_level_safe():
+    """Against a numerical search: the best lower bound over the missing seeds' values (all equal,
+    which the closed form assumes, and at random, which must never beat it) and over how many of
+    them come, for known gains drawn near the tolerance."""
+    from scipy.optimize import minimize_scalar
+
+    rng = np.random.default_rng(5)
+    decided = {True: 0, False: 0}
+    for _ in range(300):
+        known, missing = rng.normal(-1.0, 1.0, rng.integers(1, 5)), int(rng.integers(0, 4))
+        best = -np.inf
+        for r in range(missing + 1):
+            if len(known) + r < 2:
+                continue
+            bound = lambda v: float(stats.lower_bounds(np.concatenate([known, np.full(r, v)]))[None][0])  # noqa: E731
+            if r == 0:
+                best = max(best, bound(0.0))
+                continue
+            found = minimize_scalar(lambda v: -bound(v), bounds=(-1e3, 1e3), method="bounded", options={"xatol": 1e-9})
+            best = max(best, -found.fun)
+            for _ in range(20):  # unequal values never do better than the best equal ones
+                free = known.mean() + rng.normal(0, 3, r)
+                assert float(stats.lower_bounds(np.concatenate([known, free]))) <= best + 1e-9
+        if abs(best + 1.0) < 1e-6:
+            continue  # on the boundary: the search's last digits decide
+        assert stats.can_pass(known, missing, 1.0) == (best > -1.0), (known, missing, best)
+        decided[best > -1.0] += 1
+    assert min(decided.values()) > 30  # both answers were put to the test
+    assert not stats.can_pass([-1.5], 2, 1.0)  # with 3 seeds, the bound is below the smallest gain
+    assert stats.can_pass([-0.5], 2, 1.0) and not stats.can_pass([], 1, 1.0) and stats.can_pass([], 2, 1.0)

@@ -449,38 +449,64 @@ def _stability(wide: pd.DataFrame, order, splits: int, seed: int) -> dict:
             "first_merge_frequency": merge["top_agreement"]}
 
 
-def pruned_levels(results) -> set:
-    """(arch, source, target, l_c) of the transfers the adaptive search stopped early."""
+PRUNED = "a transfer stopped early: it could not come within the tolerance"
+
+
+def stopped_levels(results, tolerance: float, alpha: float = 0.05) -> Dict[tuple, str]:
+    """{(arch, source, target, l_c): why} for the l_c the adaptive search stopped before training
+    them fully: a transfer stopped early (it could not come within the tolerance), or seeds without
+    a result whatever values of which could not show the l_c safe (stats.can_pass). Either way the
+    l_c is not shown safe, as the full sweep's rule would also find."""
     df = results_table(results)
-    if "status" not in df.columns:
-        return set()
-    df = df[df["status"] == "pruned"]
-    source = df["source"].where(df["source"].notna(), "").astype(str)
-    return {(a, s, t, int(k)) for a, s, t, k in zip(df["arch"], source, df["target"], df["frozen"])}
+    out: Dict[tuple, str] = {}
+    if df.empty:
+        return out
+    source = df["source"].where(df["source"].notna(), "").astype(str).replace("nan", "")
+    df = df.assign(source=source)
+    if "status" in df.columns:
+        pruned = df[df["status"] == "pruned"]
+        for a, s, t, k in zip(pruned["arch"], pruned["source"], pruned["target"], pruned["frozen"]):
+            out[a, s, t, int(k)] = PRUNED
+    baseline_seeds = df[df["source"] == ""].groupby(["arch", "target"])["seed"].agg(set).to_dict()
+    transfers = df[df["source"] != ""]
+    if transfers.empty:
+        return out
+    table = per_seed(df)
+    split = "val" if (table["split"] == "val").any() else "test"
+    gains = {key: g["gain"].to_numpy(float) for key, g in table[table["split"] == split].groupby(GROUP + ["frozen"])}
+    for (a, s, t, k), seeds in transfers.groupby(GROUP + ["frozen"])["seed"]:
+        key = (a, s, t, int(k))
+        missing = sorted(baseline_seeds.get((a, t), set()) - set(seeds))
+        if key in out or not missing:
+            continue
+        if not stats.can_pass(gains.get(key, []), len(missing), tolerance, alpha):
+            out[key] = (f"seed(s) {', '.join(str(int(m)) for m in missing)} have no result, and whatever they gave, "
+                        "it could not be shown safe")
+    return out
 
 
 def freeze_rules(results, tolerance: float, alpha: float = 0.05) -> List[dict]:
     """What to freeze for every curve of a results table (or job records), as the report says it:
     what the adaptive search asks of the records it has."""
-    return what_to_freeze(per_seed(results), tolerance, alpha, pruned_levels(results))
+    return what_to_freeze(per_seed(results), tolerance, alpha, stopped_levels(results, tolerance, alpha))
 
 
-def what_to_freeze(table: pd.DataFrame, tolerance: float, alpha: float = 0.05, pruned: frozenset = frozenset()) -> List[dict]:
+def what_to_freeze(table: pd.DataFrame, tolerance: float, alpha: float = 0.05,
+                   stopped: Optional[Dict[tuple, str]] = None) -> List[dict]:
     """Per (arch, pair), by equivalence (`stats.safe_depth`): the deepest `l_c` whose loss against the
     baseline, on the validation split, is shown to be within `tolerance` metric points (the lower end
     of the one-sided (1 - alpha) interval of the gain above -tolerance), testing l_c = 0, 1, ... in
     order and stopping at the first not shown safe; -1 when not even l_c = 0 is, with the seeds that
     would be needed to decide. A loss that is merely not significant is not safe. The test split at
     the chosen `l_c` is reported, never used to choose. `established` is kept for old readers: it is
-    true exactly when some l_c was shown safe. An l_c in `pruned` (a transfer of it stopped early
-    by the adaptive search: it could not come within the tolerance) is not shown safe, so the
-    sequence stops there at the latest."""
+    true exactly when some l_c was shown safe. An l_c in `stopped` (stopped_levels: the adaptive
+    search stopped it, and why) is not shown safe, so the sequence stops there at the latest."""
 
     split = "val" if (table["split"] == "val").any() else "test"
     out = []
     tests = {key: group for key, group in table[table["split"] == "test"].groupby(GROUP + ["frozen"])}
-    stops: Dict[tuple, int] = {}
-    for arch, source, target, k in pruned:
+    why, stops = stopped or {}, {}
+    for arch, source, target, k in why:
         stops[arch, source, target] = min(k, stops.get((arch, source, target), k))
     for (arch, source, target), curve in table[table["split"] == split].groupby(GROUP):
         gains = {int(k): g["gain"].to_numpy(float) for k, g in curve.groupby("frozen")}
@@ -491,7 +517,7 @@ def what_to_freeze(table: pd.DataFrame, tolerance: float, alpha: float = 0.05, p
         stopped = None if rule["stopped_at"] is None else int(levels[rule["stopped_at"]])
         if stopped is None and stop is not None:
             stopped = stop
-            rule = {**rule, "status": "stopped early: a transfer at l_c = stopped_at could not come within the tolerance",
+            rule = {**rule, "status": f"stopped early at l_c = {stop}: {why[arch, source, target, stop]}",
                     "seeds_needed": None}
         at_test = tests.get((arch, source, target, chosen), table.iloc[:0])
         out.append({"arch": arch, "source": source, "target": target, "num_layers": int(curve["num_layers"].max()),
@@ -524,7 +550,7 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     notes: List[str] = []
     raw = results_table(results)
     table = per_seed(raw, notes)
-    pruned = pruned_levels(raw)
+    stopped = stopped_levels(raw, tolerance, alpha)
     seeds = int(table["seed"].nunique()) if len(table) else 0
     out: Dict[str, Any] = {
         "settings": {"alpha": alpha, "test": test, "tolerance": tolerance, "resamples": resamples,
@@ -544,11 +570,11 @@ def observations(results, alpha: float = 0.05, test: str = "t", tolerance: float
     split = "test" if (table["split"] == "test").any() else table["split"].iloc[0]
     out["curves"] = curves(table, split, alpha, test)
     out["transfer_depth"] = transfer_depth(out["curves"])
-    out["what_to_freeze"] = what_to_freeze(table, tolerance, alpha, pruned)
+    out["what_to_freeze"] = what_to_freeze(table, tolerance, alpha, stopped)
     if not (table["split"] == "val").any():
         notes.append("no validation rows: what to freeze was chosen on the test split")
     out["split"] = split
-    if pruned or partial_curves(table):
+    if PRUNED in stopped.values() or partial_curves(table):
         notes.append("the curves stop at different l_c (an adaptive search trains only what the advice needs), so "
                      "transferability, nonsymmetry, tasks against architectures and relatedness, which compare whole "
                      "curves, are not computed")

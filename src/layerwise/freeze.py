@@ -18,7 +18,7 @@ from typing import List, Optional, Union
 from .config import Config, apply_overrides, config_from_dict
 from .errors import UserError
 from .nets.cuts import CUTS
-from .search import levels_text
+from .search import levels_text, untrained_text
 from .tasks import TASKS
 from .tasks.files import data_table
 
@@ -91,8 +91,11 @@ def search_sentence(s: dict) -> str:
     for c in s["curves"]:
         stopped = "; ".join(f"l_c = {k} stopped early for seed {p['seed']} after epoch {p['epoch']} of {s['epochs']}"
                             for k, ps in c["pruned"].items() for p in ps)
+        unneeded = untrained_text(c)
         parts.append(f"{c['source']} → {c['target']} ({c['arch']}): trained l_c {levels_text(list(c['trained']))}"
-                     + (f" ({stopped})" if stopped else "") + f", skipped {levels_text(c['skipped'])}")
+                     + (f" ({stopped})" if stopped else "")
+                     + (f" (not needed, since whatever they gave could not show their l_c safe: {unneeded})" if unneeded else "")
+                     + f", skipped {levels_text(c['skipped'])}")
     cost = "" if s["fraction"] is None else f"; the transfers cost {100 * s['fraction']:.0f}% of a full sweep's"
     return ("adaptive search (--search full trains every l_c): " + "; ".join(parts) + cost +
             ". Skipped l_c are not in curves.csv.")

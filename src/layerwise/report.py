@@ -303,7 +303,8 @@ def search_summary(run: Run) -> dict:
     return {"mode": "adaptive", "epochs": epochs, "curves": curves, "cost": cost, "full_cost": full,
             "fraction": cost / full if full else None,
             "rule": "l_c tested in order from 0 (the equivalence rule of what to freeze); the levels past the first "
-                    "not shown safe are skipped; a transfer stops early when its validation error, less "
+                    "not shown safe are skipped, and so are the other seeds of an l_c once the seeds it has show that "
+                    "whatever they gave it could not be shown safe; a transfer stops early when its validation error, less "
                     f"{search.SAFETY:g} x the most a shallower l_c improved after that epoch (at least "
                     f"{search.FLOOR:g} x the tolerance), still exceeds the "
                     "baseline's plus the tolerance",
@@ -316,13 +317,15 @@ def search_section(run: Run) -> List[str]:
         return []
     rows = [[c["arch"], f"{c['source']} → {c['target']}", search.levels_text(list(c["trained"])),
              "; ".join(f"l_c {k}: seed {p['seed']} after epoch {p['epoch']}" for k, ps in c["pruned"].items() for p in ps),
-             search.levels_text(c["skipped"]), f"{100 * c['cost'] / c['full_cost']:.0f}%" if c["full_cost"] else ""]
+             search.untrained_text(c), search.levels_text(c["skipped"]),
+             f"{100 * c['cost'] / c['full_cost']:.0f}%" if c["full_cost"] else ""]
             for c in s["curves"]]
     fraction = "" if s["fraction"] is None else f" The transfers cost {100 * s['fraction']:.0f}% of a full sweep's."
     return ["<h2>Adaptive search</h2><p>Only the l_c the advice needs were trained: " + html.escape(s["rule"]) +
             f". Skipped l_c are absent from the curves, never interpolated; a transfer stopped early is not a point of "
             f"its curve (results.csv marks it \"pruned\").{fraction}</p>",
-            _table(["arch", "pair", "trained l_c", f"stopped early (of {s['epochs']} epochs)", "skipped l_c",
+            _table(["arch", "pair", "trained l_c", f"stopped early (of {s['epochs']} epochs)",
+                    "seeds not needed (whatever they gave, their l_c could not be shown safe)", "skipped l_c",
                     "cost against full"], rows)]
 
 

@@ -67,32 +67,41 @@ class Search:
         self._curves: Dict[tuple, tuple] = {}  # curve -> (what its decision was made from, the decision)
 
     def todo(self, finished: Dict[str, dict]) -> List[Job]:
-        """The jobs to run now: unfinished primaries and baselines, and for every curve not yet
-        decided, the unfinished seeds of the next `l_c` (each with its early-stopping rule)."""
+        """The jobs to run now: unfinished primaries and baselines, then, for every curve not yet
+        decided, the unfinished seeds of its next `l_c` (each with its early-stopping rule), first
+        seeds first: every curve's next seed comes before any curve's seed after it, so a level a
+        first seed already decides (stats.can_pass) rarely trains its others."""
         out = [job for job in self.primaries if job.key not in finished]
+        waiting = []
         for curve, decision in self.decisions(finished).items():
             level = decision["next"]
             if level is not None:
-                out += [self.with_rung(job, finished) for job in self.curves[curve][level] if job.key not in finished]
-        return out
+                jobs = [job for job in self.curves[curve][level] if job.key not in finished]
+                waiting += [(rank, self.with_rung(job, finished)) for rank, job in enumerate(jobs)]
+        return out + [job for _, job in sorted(waiting, key=lambda pair: pair[0])]
 
     def decisions(self, finished: Dict[str, dict]) -> Dict[tuple, dict]:
         """Per curve: `done`, its l_c finished for every seed, in order from the first, up to the
         first that is not; `next`, the l_c to train now (None when decided, or waiting for its
-        baselines); `rule`, what analysis.what_to_freeze makes of the done levels. A curve is worked
-        out again only when its records changed."""
+        baselines); `rule`, what analysis.what_to_freeze makes of the done levels and of the seeds
+        of `next` finished so far. The curve is decided when the rule stops at a done level, or at
+        `next` because what it has already shows that `next` cannot be shown safe (a seed stopped
+        early, or whatever its other seeds give: analysis.stopped_levels). A curve is worked out
+        again only when its records changed."""
         if self._seen[0] == frozenset(finished):
             return self._seen[1]
         out, changed = {}, {}
         for curve, levels in self.curves.items():
             baselines = sorted({self.baselines[job.arch, job.target, job.seed, job.fold].key for job in levels[min(levels)]})
             ready = all(key in finished for key in baselines)
-            done = []
+            done, started = [], []
             for level in sorted(levels):
-                if not all(job.key in finished for job in levels[level]):
+                keys = [job.key for job in levels[level] if job.key in finished]
+                if len(keys) < len(levels[level]):
+                    started = keys  # the seeds of the next level finished so far
                     break
                 done.append(level)
-            keys = tuple(baselines) + tuple(job.key for level in done for job in levels[level]) if ready else ()
+            keys = tuple(baselines) + tuple(job.key for level in done for job in levels[level]) + tuple(started) if ready else ()
             state = (ready, tuple(done), tuple(finished[k].get("status") for k in keys), keys)
             if curve in self._curves and self._curves[curve][0] == state:
                 out[curve] = self._curves[curve][1]
@@ -107,11 +116,12 @@ class Search:
                 rules[rule["arch"], rule["source"], rule["target"]] = rule
         for curve, (state, _) in changed.items():
             decision = out[curve]
-            decision["rule"] = rules.get(curve)
+            rule = decision["rule"] = rules.get(curve)
             self._curves[curve] = (state, decision)
             if not decision["ready"] or decision["baseline_failed"]:
                 continue  # nothing to compare with: no transfer trains
-            if decision["rule"] is not None and decision["rule"]["stopped_at"] is not None:
+            stop = None if rule is None else rule["stopped_at"]
+            if stop is not None and (stop in decision["done"] or rule["stopped_early"]):
                 continue  # decided: the sequence stopped
             remaining = [level for level in sorted(self.curves[curve]) if level not in decision["done"]]
             decision["next"] = remaining[0] if remaining else None
@@ -161,8 +171,14 @@ def should_stop(rung: tuple, epoch: int, error: float, epochs: int) -> bool:
 
 def summary(records: List[dict], epochs: int, levels_of) -> List[dict]:
     """Per curve of an adaptive run: which l_c were trained, to how many epochs (per seed), which
-    stopped early and which were skipped, and what the transfers cost in examples x epochs against
-    training every l_c fully. `levels_of(record)` lists the l_c the plan has for that curve."""
+    stopped early, which seeds of an l_c were not needed (`untrained`: whatever they gave, it could
+    not be shown safe) and which l_c were skipped, and what the transfers cost in examples x epochs
+    against training every l_c fully for every seed with a baseline. `levels_of(record)` lists the
+    l_c the plan has for that curve."""
+    seeds_of: Dict[tuple, set] = {}
+    for r in records:
+        if r.get("kind") == "scratch":
+            seeds_of.setdefault((r["arch"], r["target"], r.get("fold")), set()).add(r["seed"])
     curves: Dict[tuple, dict] = {}
     for r in records:
         if r.get("kind") != "transfer":
@@ -170,22 +186,30 @@ def summary(records: List[dict], epochs: int, levels_of) -> List[dict]:
         key = (r["arch"], r["source"], r["target"], r.get("fold"))
         c = curves.setdefault(key, {"arch": r["arch"], "source": r["source"], "target": r["target"], "fold": r.get("fold"),
                                     "levels": levels_of(r), "trained": {}, "pruned": {}, "examples": r.get("examples"),
-                                    "cost": 0, "seeds": set()})
+                                    "cost": 0, "seeds": seeds_of.get((r["arch"], r["target"], r.get("fold")), set()),
+                                    "by_level": {}})
         ran = len(r.get("history") or [])  # epochs it trained
         c["trained"].setdefault(r["frozen"], []).append(ran)
-        c["seeds"].add(r["seed"])
+        c["by_level"].setdefault(r["frozen"], set()).add(r["seed"])
         if r.get("status") == "pruned":
             c["pruned"].setdefault(r["frozen"], []).append({"seed": r["seed"], "epoch": ran})
         c["cost"] += ran * (r.get("examples") or 0)
     out = []
     for c in curves.values():
-        seeds = len(c.pop("seeds"))
+        seeds, by_level = c.pop("seeds") | set().union(*c["by_level"].values()), c.pop("by_level")
         c["skipped"] = [level for level in c["levels"] if level not in c["trained"]]
-        c["full_cost"] = len(c["levels"]) * seeds * epochs * (c["examples"] or 0)
+        c["untrained"] = {str(k): sorted(seeds - trained) for k, trained in sorted(by_level.items()) if seeds - trained}
+        c["full_cost"] = len(c["levels"]) * len(seeds) * epochs * (c["examples"] or 0)
         c["trained"] = {str(k): v for k, v in sorted(c["trained"].items())}
         c["pruned"] = {str(k): v for k, v in sorted(c["pruned"].items())}
         out.append(c)
     return out
+
+
+def untrained_text(curve: dict) -> str:
+    """The seeds of a curve's l_c not needed, in words: "l_c 2: seeds 1, 2" ("" when none)."""
+    return "; ".join(f"l_c {k}: seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                     for k, seeds in curve.get("untrained", {}).items())
 
 
 def levels_text(levels) -> str:

@@ -342,6 +342,31 @@ def deepest_safe(lower: np.ndarray, tolerance: float) -> np.ndarray:
     return passed.sum(axis=-1) - 1
 
 
+def can_pass(gains: Sequence[float], missing: int, tolerance: float, alpha: float = 0.05) -> bool:
+    """Whether an l_c with these per-seed gains, and `missing` seeds still to come (any of which may
+    also never give a result), could still be shown safe (its lower bound, as in `lower_bounds`,
+    above -tolerance), whatever the missing seeds give. False means that training them cannot
+    change the verdict, so the adaptive search need not.
+
+    With k known gains (mean m, sum of squared deviations S) and r more, the bound is concave in the
+    r new values and symmetric in them, so it is largest with all r equal; over that common value
+    its largest is m - sqrt(S (c^2 - r / (k n))), with n = k + r and c = t(1 - alpha, n - 1) /
+    sqrt(n (n - 1)), and unbounded when c^2 <= r / (k n) (enough new seeds can outweigh any spread)."""
+    g = np.asarray(gains, dtype=float)
+    k = len(g)
+    if k == 0:
+        return missing >= 2  # nothing known yet: anything is possible, given two seeds
+    m, spread = float(g.mean()), float(((g - g.mean()) ** 2).sum())
+    for r in range(missing + 1):
+        n = k + r
+        if n < 2:
+            continue
+        c2 = _t_quantile(1 - alpha, n - 1) ** 2 / (n * (n - 1))
+        if c2 <= r / (k * n) or m - np.sqrt(spread * (c2 - r / (k * n))) > -tolerance:
+            return True
+    return False
+
+
 def seeds_needed(mean: float, sd: float, tolerance: float, alpha: float = 0.05, power: float = POWER,
                  cap: int = SEEDS_CAP) -> Optional[int]:
     """The smallest number of seeds with which the one-sided paired t test of "loss within the
