@@ -7,7 +7,8 @@ trained on printed digits, transferred to scikit-learn's handwritten digits as P
 For each: the advice of each curve under both searches, and what each cost: training examples x
 epochs (all jobs, and the transfers alone: the primaries and baselines are the same in both) and
 wall seconds. The target: the same advice for at least 11 of the 12 demo curves at no more than
-40% of the full sweep's training cost. Run it with nothing else running: it prints the machine
+40% of the full sweep's training cost. Then, from the full sweep's records, what any search could
+cost on the demo's curves (replay_search.py). Run it with nothing else running: it prints the machine
 (cores, CPU model, load average before each run) beside its timings.
 """
 
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import replay_search
 from bench_demo import cpu_model
 
 
@@ -68,6 +70,8 @@ def demo(root: Path) -> None:
         print(f"demo, {mode}: load average {os.getloadavg()[0]:.2f} before the run", flush=True)
         seconds[mode] = layerwise("run", "demo", "--out", str(root / f"demo-{mode}"), "--search", mode)
     compare("demo (12 curves, 3 seeds)", root / "demo-full", root / "demo-adaptive", seconds)
+    print("\nwhat any search could cost on these curves (replay_search.py, from the full sweep's records):")
+    replay_search.report(root / "demo-full")
 
 
 def freeze(root: Path) -> None:
