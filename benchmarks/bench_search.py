@@ -33,14 +33,17 @@ def layerwise(*args) -> float:
 
 
 def cost(out: Path) -> dict:
-    """Training examples x epochs a run directory's jobs ran (given primaries train nothing)."""
-    total = transfers = 0
+    """Training examples x epochs a run directory's jobs ran (given primaries train nothing), and
+    the seconds its transfers spent training, summed over workers."""
+    total = transfers = seconds = 0
     for path in (out / "jobs").glob("*.json"):
         r = json.loads(path.read_text())
         spent = len(r.get("history") or []) * (r.get("examples") or 0)
         total += spent
-        transfers += spent if r["kind"] == "transfer" else 0
-    return {"all": total, "transfers": transfers}
+        if r["kind"] == "transfer":
+            transfers += spent
+            seconds += r.get("seconds") or 0
+    return {"all": total, "transfers": transfers, "seconds": seconds}
 
 
 def advice(out: Path) -> dict:
@@ -60,6 +63,9 @@ def compare(name: str, full: Path, adaptive: Path, seconds: dict) -> None:
         ratio = spent["adaptive"][part] / spent["full"][part]
         print(f"  cost, {part} jobs (examples x epochs): full {spent['full'][part]:,}, adaptive "
               f"{spent['adaptive'][part]:,}: {100 * ratio:.1f}%")
+    print(f"  training seconds of the transfers, summed over workers: full {spent['full']['seconds']:.1f} s, adaptive "
+          f"{spent['adaptive']['seconds']:.1f} s: {100 * spent['adaptive']['seconds'] / spent['full']['seconds']:.1f}% "
+          "(the l_c skipped are the deep ones, the cheapest: only the layers above l_c train)")
     print(f"  wall: full {seconds['full']:.1f} s, adaptive {seconds['adaptive']:.1f} s: "
           f"{100 * seconds['adaptive'] / seconds['full']:.1f}%")
 

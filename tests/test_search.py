@@ -144,6 +144,7 @@ def test_the_runner_records_a_stopped_transfer_as_pruned_with_what_it_reached(tm
     stopped = sweep.runner.run_job(dataclasses.replace(job, rung=(-1.0, (0.0, 0.0))))
     assert stopped["status"] == "pruned" and stopped["best_epoch"] == 1 and len(stopped["history"]) == 1
     assert "stopped after epoch 1 of 2" in stopped["reason"] and stopped["val"]["accuracy"] > 0
+    assert 0 < stopped["seconds"] < 60  # the time it trained, as a finished transfer's record has
     rows = [r for r in analysis.results_table(sweep.store.records(k.key for k in sweep.jobs)).itertuples()
             if r.key == job.key]
     assert rows and {r.status for r in rows} == {"pruned"} and {r.split for r in rows} == {"val"}

@@ -201,7 +201,7 @@ class Runner:
         at the epoch it stopped (not a point of any curve: results.csv marks them "pruned")."""
         record = new_record(job, net, "pruned", {**task_fields(task), "chance": task.chance, "reason": stop.reason},
                             best_epoch=stop.epoch, val=stop.val, test={}, history=stop.history, examples=examples,
-                            device=str(self.device))
+                            seconds=round(stop.seconds, 3), device=str(self.device))
         self.store.write_record(record)
         return record
 
@@ -226,9 +226,9 @@ class Runner:
 class Stopped(Exception):
     """A transfer stopped early by its rung (search.py)."""
 
-    def __init__(self, epoch: int, val: dict, history: List[dict], reason: str):
+    def __init__(self, epoch: int, val: dict, history: List[dict], reason: str, seconds: float):
         super().__init__(reason)
-        self.epoch, self.val, self.history, self.reason = epoch, val, history, reason
+        self.epoch, self.val, self.history, self.reason, self.seconds = epoch, val, history, reason, seconds
 
 
 class EarlyStop:
@@ -236,6 +236,7 @@ class EarlyStop:
 
     def __init__(self, job: Job, task: Task, epochs: int, then=None):
         self.job, self.task, self.epochs, self.then, self.history = job, task, epochs, then, []
+        self.began = time.perf_counter()  # made just before its training starts: the seconds it trained
 
     def __call__(self, epoch: int, val: dict) -> None:
         self.history.append({"epoch": epoch, **{f"val_{k}": v for k, v in val.items()}})
@@ -248,7 +249,7 @@ class EarlyStop:
             raise Stopped(epoch, dict(val), self.history,
                           f"stopped after epoch {epoch} of {self.epochs}: validation error {error:.2f}, less "
                           f"{SAFETY:g} x {margins[epoch - 1]:.2f} (the most a shallower l_c improved after that epoch), "
-                          f"still above {limit:.2f} (the baseline's plus the tolerance)")
+                          f"still above {limit:.2f} (the baseline's plus the tolerance)", time.perf_counter() - self.began)
 
 
 _runner: Dict[tuple, Runner] = {}  # this worker process's Runner, kept between units: its data stays loaded
