@@ -119,7 +119,7 @@ def test_alpha_test_and_tolerance_come_from_the_config_and_are_recorded():
     obs = observations(simulate(np.random.default_rng(1), seeds=3), resamples=50, **analysis_settings(cfg.to_dict()))
     assert obs.settings["tolerance"] == 2 and obs.settings["test"] == "sign-flip" and obs.settings["alpha"] == 0.1
     assert {w["tolerance"] for w in obs.what_to_freeze} == {2.0} and obs.relatedness["alpha"] == 0.1
-    with pytest.raises(UserError, match=r"\[analysis\].*tolerance"):
+    with pytest.raises(UserError, match=r"\[analysis\].*tolerance.*as changed by --set analysis.tolerance=-1\)"):
         load_config("demo", ["analysis.tolerance=-1"])
     assert analysis_settings({}) == {}  # a config.json from before [analysis]: the defaults
 

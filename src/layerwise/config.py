@@ -172,8 +172,18 @@ def load_config(source: str, overrides: Optional[List[str]] = None) -> Config:
     path = Path(source)
     if not path.exists() and source in bundled_experiments():
         path = bundled_experiments()[source]
-    raw = apply_overrides(read_toml(path), overrides or [])
-    return config_from_dict(raw, str(path))
+    return overridden(read_toml(path), overrides or [], str(path))
+
+
+def overridden(raw: Dict[str, Any], overrides: List[str], where: str) -> Config:
+    """The config of `raw` (read from `where`) with `--set` overrides applied; an error in it says
+    that the overrides changed it (the file may not be where the value came from)."""
+    try:
+        return config_from_dict(apply_overrides(raw, overrides), where)
+    except UserError as err:
+        if not overrides:
+            raise
+        raise UserError(f"{err} (the config as changed by {' '.join(f'--set {text}' for text in overrides)})") from None
 
 
 def _integers(value: Any) -> bool:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import List, Optional, Union
 
-from .config import Config, apply_overrides, config_from_dict
+from .config import Config, overridden
 from .errors import UserError
 from .nets.cuts import CUTS
 from .search import levels_text, untrained_text
@@ -45,7 +45,7 @@ def freeze_config(model: Optional[str], arch: Optional[str], data: str, cuts: Op
     task, files = data_task(data)
     raw = {"name": f"freeze-{label}-{task}", "tasks": [task], "seeds": list(range(seeds)), "primary": primary,
            "description": f"What to freeze of {label} ({arch or 'Hugging Face'}) for {task}", "data": files}
-    return config_from_dict(apply_overrides(raw, overrides), "layerwise freeze")
+    return overridden(raw, overrides, "layerwise freeze")
 
 
 def data_task(data: str):
