@@ -75,20 +75,23 @@ def run_search(base, transfer, one_at_a_time=False, rungs=True):
     return np.array(order(analysis.freeze_rules(list(finished.values()), TOLERANCE))), np.array(order(full)), trained
 
 
-@pytest.mark.parametrize("loss, curves", [(TOLERANCE, 1000), (3.0, 200)])
-def test_the_adaptive_advice_is_too_deep_in_at_most_alpha_of_curves(loss, curves):
+@pytest.mark.parametrize("loss, curves, seeds, power", [(TOLERANCE, 1000, 5, 0.7), (3.0, 200, 5, 0.7),
+                                                         (TOLERANCE, 1000, 3, 0.3)])
+def test_the_adaptive_advice_is_too_deep_in_at_most_alpha_of_curves(loss, curves, seeds, power):
     """Curves safe to l_c = 2, then losing exactly the tolerance (the hardest case: a loss the test
     can only just not tell from a safe one; 1,000 curves, Monte Carlo error 0.7%) or a planted 3
-    points, with 5 seeds and noise small enough that the safe levels are usually shown safe."""
-    base, transfer = simulated_curves(np.random.default_rng(17 + int(loss)), curves, 5, loss, safe=2, noise=0.3)
+    points, with noise small enough that the safe levels are often shown safe: with 5 seeds, and
+    with 3, where the first seeds of an l_c often settle it without the others."""
+    base, transfer = simulated_curves(np.random.default_rng(17 + int(loss) + seeds), curves, seeds, loss, safe=2,
+                                      noise=0.3)
     adaptive, full, trained = run_search(base, transfer)
     assert np.mean(adaptive > 2) <= 0.05 + 0.007
-    assert np.mean(adaptive == 2) > 0.7  # and it does find the safe depth
+    assert np.mean(adaptive == 2) > power  # and it does find the safe depth
     assert np.all(adaptive <= full)  # a stop can only make the advice shallower
     pruned = {int(r["target"][1:]) for r in trained if r["status"] == "pruned"}
     same = [c for c in range(curves) if c not in pruned]
     assert len(same) > 0.05 * curves and np.array_equal(adaptive[same], full[same])  # test for test, the full rule's
-    assert len(trained) < 0.6 * curves * 5 * (DEPTH + 1)
+    assert len(trained) < 0.6 * curves * seeds * (DEPTH + 1)
 
 
 def test_the_search_stops_at_the_first_level_not_shown_safe_and_skips_the_rest():
