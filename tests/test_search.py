@@ -94,6 +94,24 @@ def test_the_adaptive_advice_is_too_deep_in_at_most_alpha_of_curves(loss, curves
     assert len(trained) < 0.6 * curves * seeds * (DEPTH + 1)
 
 
+def test_a_transfer_stops_early_only_where_its_own_loss_settles_its_level():
+    """With 5 seeds one seed that loses more than the tolerance does not settle its l_c (the other
+    four can outweigh it), so no transfer gets a rung and the advice is the full rule's on every
+    curve; with 3 seeds it does, and transfers far out of the tolerance stop early. Every curve here
+    loses 3 points from l_c = 2; at l_c = 1 the first seed loses 2 points and the others gain 1
+    (with 5 seeds, shown safe on the mean: a bound near -0.9)."""
+    for seeds, stops in ((5, False), (3, True)):
+        base, transfer = simulated_curves(np.random.default_rng(21), 100, seeds, 3.0, safe=1, noise=0.3)
+        transfer[:, 0, 1] -= 2.0
+        transfer[:, 1:, 1] += 1.0
+        adaptive, full, trained = run_search(base, transfer)
+        pruned = [r for r in trained if r["status"] == "pruned"]
+        assert bool(pruned) == stops
+        if not stops:
+            np.testing.assert_array_equal(adaptive, full)
+            assert np.mean(adaptive == 1) > 0.5  # l_c = 1 is shown safe despite its one bad seed
+
+
 def test_the_search_stops_at_the_first_level_not_shown_safe_and_skips_the_rest():
     base, transfer = simulated_curves(np.random.default_rng(3), 200, 5, 8.0, safe=1, noise=0.3)
     adaptive, full, trained = run_search(base, transfer)

@@ -13,6 +13,9 @@ twice the most any shallower `l_c` of the same curve and seed improved after tha
 least half the tolerance), still loses more than the tolerance, it stops there and is recorded as "pruned", and its `l_c` counts
 as not shown safe. A stop can only make the advice shallower, never deeper, so the rule keeps
 its error rate; `l_c = 0` never stops early (nothing shallower tells how far it would improve).
+Only where one seed's loss beyond the tolerance settles its l_c, whatever the other seeds give
+(stats.can_pass: with up to 3 seeds, not with 4 or more, where the others can outweigh it), and
+where a seed's result is one transfer's (not the mean of several folds), does a transfer get a rung.
 
 Records stay the only state: what to train next is worked out from the records each time, so a
 search stopped anywhere and run again trains nothing twice and gives the same advice.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
-from . import analysis
+from . import analysis, stats
 from .plan import Job
 from .results import metric_lower_is_better
 
@@ -130,10 +133,14 @@ class Search:
 
     def with_rung(self, job: Job, finished: Dict[str, dict]) -> Job:
         """The job with its early-stopping rule: the error its seed's baseline reached plus the
-        tolerance, and per epoch how far shallower l_c of its curve and seed went on improving."""
+        tolerance, and per epoch how far shallower l_c of its curve and seed went on improving;
+        unchanged where its loss would not settle its l_c (see the module's docstring)."""
         baseline = finished[self.baselines[job.arch, job.target, job.seed, job.fold].key]
-        if baseline.get("status") != "ok":
-            return job
+        level = self.curves[curve_of(job)][job.frozen]
+        seeds = {j.seed for j in level}
+        if baseline.get("status") != "ok" or len(level) > len(seeds) or \
+                stats.can_pass([-self.tolerance - 1.0], len(seeds) - 1, self.tolerance, self.alpha):
+            return job  # its own loss, however large, would not settle its l_c
         shallower = [finished[j.key] for level, jobs in self.curves[curve_of(job)].items() if level < job.frozen
                      for j in jobs if j.seed == job.seed and j.key in finished]
         margins = rung_margins([r for r in shallower if r.get("status") == "ok"])
