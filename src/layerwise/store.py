@@ -129,6 +129,12 @@ def record_problem(record: Dict[str, Any]) -> Optional[str]:
                 return f"{split}.{name} is {value!r}, expected a finite number"
     if isinstance(record["num_layers"], bool) or not isinstance(record["num_layers"], int):
         return f"num_layers is {record['num_layers']!r}, expected an integer"
+    history = record.get("history", [])  # read per epoch by the adaptive search and the cost figures
+    if not isinstance(history, list):
+        return f"history is {type(history).__name__}, expected a list of objects (one per epoch)"
+    for i, epoch in enumerate(history):
+        if not isinstance(epoch, dict):
+            return f"history[{i}] is {epoch!r}, expected an object (one epoch's metrics)"
     if record.get("status", "ok") == "ok" and (record["val"] or record["test"]):
         missing = [f for f in SCORED_FIELDS if f not in record]
         if missing:
