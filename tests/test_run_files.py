@@ -84,6 +84,9 @@ def test_damaged_records_are_named_set_aside_and_run_again(capsys, tmp_path, two
     (lambda r: r.pop("num_layers"), "num_layers"),
     (lambda r: r.pop("metric"), "lacks metric"),
     (lambda r: r.update(history="1, 2"), "history is str, expected a list of objects"),
+    (lambda r: r.update(frozen="x"), "frozen is 'x', expected an integer"),
+    (lambda r: r.update(seed=1.5), "seed is 1.5, expected an integer"),
+    (lambda r: r.update(arch=3), "arch is 3, expected text"),
     (lambda r: r["history"].append(None), "] is None, expected an object (one epoch"),
 ])
 def test_a_record_with_bare_nan_or_missing_fields_is_damaged_and_run_again(capsys, tmp_path, one_task, damage, problem):

@@ -127,8 +127,14 @@ def record_problem(record: Dict[str, Any]) -> Optional[str]:
         for name, value in metrics.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return f"{split}.{name} is {value!r}, expected a finite number"
-    if isinstance(record["num_layers"], bool) or not isinstance(record["num_layers"], int):
-        return f"num_layers is {record['num_layers']!r}, expected an integer"
+    for name in ("seed", "num_layers", "frozen", "fold", "source_fold", "best_epoch", "examples"):
+        value = record.get(name)  # the first two every record has; the others may be null
+        if (value is not None or name in RECORD_FIELDS) and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{name} is {value!r}, expected an integer"
+    for name in ("kind", "arch", "target", "source", "metric"):
+        value = record.get(name)
+        if (value is not None or name in RECORD_FIELDS) and not isinstance(value, str):
+            return f"{name} is {value!r}, expected text"
     history = record.get("history", [])  # read per epoch by the adaptive search and the cost figures
     if not isinstance(history, list):
         return f"history is {type(history).__name__}, expected a list of objects (one per epoch)"
