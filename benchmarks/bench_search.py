@@ -2,17 +2,20 @@
 training? On the demo suite (12 curves, 3 seeds) and on the README's freeze example (a primary
 trained on printed digits, transferred to scikit-learn's handwritten digits as PNGs, 3 seeds).
 
-    python benchmarks/bench_search.py [--only demo|freeze] [--keep DIR]
+    python benchmarks/bench_search.py [--only demo|freeze|replicates] [--keep DIR]
 
 For each: the advice of each curve under both searches, and what each cost: training examples x
 epochs (all jobs, and the transfers alone: the primaries and baselines are the same in both) and
 wall seconds. The target: the same advice for at least 11 of the 12 demo curves at no more than
 40% of the full sweep's training cost. Then, from the full sweep's records, what any search could
-cost on the demo's curves (replay_search.py). Run it with nothing else running: it prints the machine
+cost on the demo's curves (replay_search.py). `replicates`: the demo's seeds are one draw, so the
+demo is also swept fully with 5 seeds and the search replayed on each 3 of them (10 replicates of
+the demo with other seeds). Run it with nothing else running: it prints the machine
 (cores, CPU model, load average before each run) beside its timings.
 """
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -103,19 +106,39 @@ def freeze(root: Path) -> None:
     compare("freeze example (1 curve, 3 seeds)", root / "freeze-full", root / "freeze-adaptive", seconds)
 
 
+def replicates(root: Path) -> None:
+    run = root / "demo-5-seeds"
+    print(f"demo with seeds 0-4, full: load average {os.getloadavg()[0]:.2f} before the run", flush=True)
+    layerwise("run", "demo", "--out", str(run), "--set", "seeds=[0,1,2,3,4]", "--search", "full")
+    print("\nthe adaptive search on each 3 of the 5 seeds (replay_search.py, from the 5-seed sweep's records):")
+    costs, same, curves = [], 0, 0
+    for seeds in itertools.combinations(range(5), 3):
+        found = replay_search.replays(run, list(seeds))
+        (_, kept, cost, transfers), (_, _, floor, _) = found["rows"][:2]
+        costs.append(cost)
+        same, curves = same + kept, curves + found["curves"]
+        print(f"  seeds {seeds}: same advice for {kept} of {found['curves']} curves; cost, all jobs {100 * cost:.1f}% "
+              f"(exact floor {100 * floor:.1f}%), transfers {100 * transfers:.1f}%")
+    print(f"  over the {len(costs)}: same advice for {same} of {curves} curves; cost, all jobs, mean "
+          f"{100 * sum(costs) / len(costs):.1f}%, from {100 * min(costs):.1f}% to {100 * max(costs):.1f}%; "
+          f"{sum(cost <= 0.4 for cost in costs)} of {len(costs)} at 40% or less")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["demo", "freeze"])
+    parser.add_argument("--only", choices=["demo", "freeze", "replicates"])
     parser.add_argument("--keep", help="keep the run directories here")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        if args.only != "freeze":
+        if args.only in (None, "demo"):
             demo(root)
-        if args.only != "demo":
+        if args.only in (None, "freeze"):
             freeze(root)
+        if args.only in (None, "replicates"):
+            replicates(root)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ training: every transfer the adaptive search would train is one the full sweep a
 training is deterministic, so its records (cut where a rung would stop them) are what the search
 would have recorded.
 
-    python benchmarks/replay_search.py RUN_DIR
+    python benchmarks/replay_search.py RUN_DIR [--seeds 0,1,2]
 
 RUN_DIR: a full sweep (`layerwise run ... --search full`; bench_search.py --keep DIR leaves one in
-DIR/demo-full). It prints, as shares of the full sweep's training cost (examples x epochs, all jobs
+DIR/demo-full); --seeds: as if it had run only these of its seeds (each set of seeds a
+replicate of a smaller sweep). It prints, as shares of the full sweep's training cost (examples x epochs, all jobs
 and the transfers alone), with how many curves keep the full sweep's advice:
 - `search`: the adaptive search as it is (search.Search, one job at a time);
 - `exact floor`: what any search that reaches the full sweep's advice test for test, without
@@ -23,6 +24,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 from layerwise import analysis, search, stats
 from layerwise.config import config_from_dict
@@ -88,13 +90,22 @@ def floors(records: list, tolerance: float, alpha: float) -> tuple:
     return exact, alone
 
 
-def report(run: Path) -> None:
-    """Print the lines of the module's docstring for a full sweep's run directory."""
-    store = Store(run)
-    cfg = config_from_dict(store.read_config())
+def replays(run: Path, seeds: Optional[List[int]] = None) -> dict:
+    """What the module's docstring lists, for a full sweep's run directory (with only `seeds` of its
+    seeds, when given): {"curves", "full" (its cost, all jobs and transfers), "rows": [(name, curves
+    with the full sweep's advice (None for a bound), cost of all jobs, cost of the transfers, as
+    shares of the full sweep's)]}."""
+    raw = Store(run).read_config()
+    if seeds is not None:
+        outside = sorted(set(seeds) - set(raw.get("seeds", [0])))
+        if outside:
+            sys.exit(f"{run}: --seeds {outside} not among the seeds of its config.json ({raw.get('seeds', [0])})")
+        raw = {**raw, "seeds": seeds}
+    cfg = config_from_dict(raw)
     tolerance, alpha = cfg.analysis.tolerance, cfg.analysis.alpha
     jobs = plan(cfg)
-    records = {path.stem: json.loads(path.read_text()) for path in (run / "jobs").glob("*.json")}
+    on_disk = {path.stem: path for path in (run / "jobs").glob("*.json")}
+    records = {job.key: json.loads(on_disk[job.key].read_text()) for job in jobs if job.key in on_disk}
     missing = [job.key for job in jobs if job.key not in records]
     if missing:
         sys.exit(f"{run}: not a finished full sweep: {len(missing)} of its {len(jobs)} jobs have no record "
@@ -103,33 +114,44 @@ def report(run: Path) -> None:
     want = advice(everything, tolerance, alpha)
     full = {"all": spent(everything), "transfers": spent(r for r in everything if r["kind"] == "transfer")}
 
-    def line(name: str, kept: list, same: bool = True) -> None:
+    def row(name: str, kept: list, search_like: bool = True) -> tuple:
         got = advice(kept, tolerance, alpha)
-        kept_advice = sum(want[k]["frozen"] == got.get(k, {}).get("frozen") for k in want)
-        same = f"same advice for {kept_advice:>2} of {len(want)} curves" if same else "(a bound, not a search)".ljust(31)
-        cost = spent(kept) / full["all"]
-        transfers = spent(r for r in kept if r["kind"] == "transfer") / full["transfers"]
-        print(f"  {name:<22} {same}; cost, all jobs {100 * cost:5.1f}%, "
-              f"transfers {100 * transfers:5.1f}%")
+        same = sum(want[k]["frozen"] == got.get(k, {}).get("frozen") for k in want) if search_like else None
+        return (name, same, spent(kept) / full["all"],
+                spent(r for r in kept if r["kind"] == "transfer") / full["transfers"])
 
-    print(f"{run}: {len(want)} curves; the full sweep cost {full['all']:,} examples x epochs "
-          f"({full['transfers']:,} in transfers)")
-    line(f"search (SAFETY {search.SAFETY:g})", replay(jobs, records, tolerance, alpha))
+    rows = [row(f"search (SAFETY {search.SAFETY:g})", replay(jobs, records, tolerance, alpha))]
     exact, alone = floors(everything, tolerance, alpha)
-    line("exact floor", exact)
-    line("advice alone", alone, same=False)
+    rows += [row("exact floor", exact), row("advice alone", alone, search_like=False)]
     default = search.SAFETY
-    for safety in (1.9, 1.8, 1.5):
-        search.SAFETY = safety
-        line(f"search (SAFETY {safety:g})", replay(jobs, records, tolerance, alpha))
-    search.SAFETY = default
+    try:
+        for safety in (1.9, 1.8, 1.5):
+            search.SAFETY = safety
+            rows.append(row(f"search (SAFETY {safety:g})", replay(jobs, records, tolerance, alpha)))
+    finally:
+        search.SAFETY = default
+    return {"curves": len(want), "full": full, "rows": rows}
+
+
+def report(run: Path, seeds: Optional[List[int]] = None) -> None:
+    """Print replays(run, seeds)."""
+    found = replays(run, seeds)
+    print(f"{run}{'' if seeds is None else f' (seeds {seeds})'}: {found['curves']} curves; the full sweep cost "
+          f"{found['full']['all']:,} examples x epochs ({found['full']['transfers']:,} in transfers)")
+    for name, same, cost, transfers in found["rows"]:
+        said = "(a bound, not a search)".ljust(31) if same is None else \
+            f"same advice for {same:>2} of {found['curves']} curves"
+        print(f"  {name:<22} {said}; cost, all jobs {100 * cost:5.1f}%, transfers {100 * transfers:5.1f}%")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a full sweep's run directory")
+    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
+                        help="only these of its seeds, comma-separated (e.g. 0,1,2)")
+    args = parser.parse_args()
     try:
-        report(Path(parser.parse_args().run))
+        report(Path(args.run), args.seeds)
     except UserError as err:
         sys.exit(str(err))
 
