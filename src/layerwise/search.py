@@ -136,9 +136,9 @@ class Search:
         tolerance, and per epoch how far shallower l_c of its curve and seed went on improving;
         unchanged where its loss would not settle its l_c (see the module's docstring)."""
         baseline = finished[self.baselines[job.arch, job.target, job.seed, job.fold].key]
-        level = self.curves[curve_of(job)][job.frozen]
-        seeds = {j.seed for j in level}
-        if baseline.get("status") != "ok" or len(level) > len(seeds) or \
+        siblings = self.curves[curve_of(job)][job.frozen]  # every seed (and fold) of its l_c
+        seeds = {j.seed for j in siblings}
+        if baseline.get("status") != "ok" or len(siblings) > len(seeds) or \
                 stats.can_pass([-self.tolerance - 1.0], len(seeds) - 1, self.tolerance, self.alpha):
             return job  # its own loss, however large, would not settle its l_c
         shallower = [finished[j.key] for level, jobs in self.curves[curve_of(job)].items() if level < job.frozen
