@@ -71,7 +71,8 @@ def floors(records: list, tolerance: float, alpha: float) -> tuple:
     table = analysis.per_seed(records)
     table = table[table["split"] == ("val" if (table["split"] == "val").any() else "test")]
     gains = {key: dict(zip(g["seed"], g["gain"])) for key, g in table.groupby(analysis.GROUP + ["frozen"])}
-    exact, alone = [r for r in records if r["kind"] != "transfer"], [r for r in records if r["kind"] != "transfer"]
+    fixed = [r for r in records if r["kind"] != "transfer"]  # primaries and baselines: trained by every search
+    exact, alone = list(fixed), list(fixed)
     for key, rule in rules.items():
         mine = [r for r in records if r["kind"] == "transfer" and (r["arch"], r["source"], r["target"]) == key]
         held = [r for r in mine if r["frozen"] <= rule["frozen"]]

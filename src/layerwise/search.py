@@ -66,6 +66,10 @@ class Search:
             if job.kind == "transfer":
                 self.curves.setdefault(curve_of(job), {}).setdefault(job.frozen, []).append(job)
         self.baselines = {(job.arch, job.target, job.seed, job.fold): job for job in jobs if job.kind == "scratch"}
+        # the l_c where one transfer's loss, however large, settles its l_c: the only ones given rungs
+        self.settled_by_one = {(curve, level) for curve, levels in self.curves.items() for level, siblings in levels.items()
+                               if len(siblings) == len({j.seed for j in siblings})
+                               and not stats.can_pass([-tolerance - 1.0], len(siblings) - 1, tolerance, alpha)}
         self._seen: Tuple[frozenset, Dict[tuple, dict]] = (frozenset({None}), {})
         self._curves: Dict[tuple, tuple] = {}  # curve -> (what its decision was made from, the decision)
 
@@ -136,11 +140,8 @@ class Search:
         tolerance, and per epoch how far shallower l_c of its curve and seed went on improving;
         unchanged where its loss would not settle its l_c (see the module's docstring)."""
         baseline = finished[self.baselines[job.arch, job.target, job.seed, job.fold].key]
-        siblings = self.curves[curve_of(job)][job.frozen]  # every seed (and fold) of its l_c
-        seeds = {j.seed for j in siblings}
-        if baseline.get("status") != "ok" or len(siblings) > len(seeds) or \
-                stats.can_pass([-self.tolerance - 1.0], len(seeds) - 1, self.tolerance, self.alpha):
-            return job  # its own loss, however large, would not settle its l_c
+        if baseline.get("status") != "ok" or (curve_of(job), job.frozen) not in self.settled_by_one:
+            return job
         shallower = [finished[j.key] for level, jobs in self.curves[curve_of(job)].items() if level < job.frozen
                      for j in jobs if j.seed == job.seed and j.key in finished]
         margins = rung_margins([r for r in shallower if r.get("status") == "ok"])
